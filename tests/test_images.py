@@ -1,0 +1,172 @@
+"""Every way a record's image or text can be bad gives a reason code; good images of every kind decode."""
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+import torch
+from corpus import write_sixteen_bit_grey
+from PIL import Image
+
+from transforms import input_errors as errors
+from transforms.images import decode_image, read_image_bytes
+from transforms.input_errors import InputError
+from transforms.prepare import PairPreparer
+
+
+@pytest.fixture(scope="module")
+def preparer():
+    return PairPreparer(image_resolution=32, context_length=248)
+
+
+@pytest.fixture(scope="module")
+def http_server(good_images):
+    """A real HTTP server on loopback: images, a 404, a 500, a slow answer and oversized bodies."""
+    png = good_images["rgb.png"].read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/rgb.png":
+                self._send(200, png)
+            elif self.path == "/slow.png":
+                time.sleep(3)
+                self._send(200, png)
+            elif self.path == "/declared-huge.png":
+                self.send_response(200)
+                self.send_header("Content-Length", str(10**10))
+                self.end_headers()
+                self.wfile.write(png)
+            elif self.path == "/undeclared-big.png":
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"\0" * 50_000)
+            elif self.path == "/error.png":
+                self._send(500, b"boom")
+            else:
+                self._send(404, b"not found")
+
+        def _send(self, status, body):
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _reason(preparer, record) -> str:
+    with pytest.raises(InputError) as caught:
+        preparer.tokenize_text(record)
+        preparer.load_image(record)
+    return caught.value.code
+
+
+@pytest.mark.parametrize(
+    "record, code",
+    [
+        ({"image_path": "x.png"}, errors.TEXT_MISSING),
+        ({"image_path": "x.png", "text": None}, errors.TEXT_MISSING),
+        ({"image_path": "x.png", "text": float("nan")}, errors.TEXT_MISSING),
+        ({"image_path": "x.png", "text": 42}, errors.TEXT_WRONG_TYPE),
+        ({"image_path": "x.png", "text": ["a", "list"]}, errors.TEXT_WRONG_TYPE),
+        ({"image_path": "x.png", "text": ""}, errors.TEXT_EMPTY),
+        ({"image_path": "x.png", "text": " \t\n\u3000"}, errors.TEXT_EMPTY),
+        ({"text": "a cat"}, errors.IMAGE_MISSING),
+        ({"image_path": None, "text": "a cat"}, errors.IMAGE_MISSING),
+        ({"image_path": "  ", "text": "a cat"}, errors.IMAGE_MISSING),
+        ({"image_path": 7, "text": "a cat"}, errors.IMAGE_WRONG_TYPE),
+        ({"image_path": "/no/such/file.jpg", "text": "a cat"}, errors.IMAGE_NOT_FOUND),
+    ],
+)
+def test_bad_fields(preparer, record, code):
+    assert _reason(preparer, record) == code
+
+
+@pytest.mark.parametrize(
+    "name, code",
+    [
+        ("corrupt.jpg", errors.IMAGE_UNDECODABLE),
+        ("truncated.jpg", errors.IMAGE_UNDECODABLE),
+        ("empty.png", errors.IMAGE_UNDECODABLE),
+        ("text_as.png", errors.IMAGE_UNDECODABLE),
+        ("a_directory.jpg", errors.IMAGE_UNREADABLE),
+        ("bomb.png", errors.IMAGE_TOO_LARGE),
+    ],
+)
+def test_bad_files(preparer, bad_images, name, code):
+    assert _reason(preparer, {"image_path": str(bad_images[name]), "text": "a cat"}) == code
+
+
+def test_byte_and_pixel_limits(good_images):
+    strict = PairPreparer(image_resolution=32, context_length=248, max_image_bytes=1000, max_image_pixels=10**9)
+    assert _reason(strict, {"image_path": str(good_images["large_1800x1200.jpg"]), "text": "x"}) == errors.IMAGE_TOO_LARGE
+    few_pixels = PairPreparer(image_resolution=32, context_length=248, max_image_pixels=1000)
+    assert _reason(few_pixels, {"image_path": str(good_images["rgb.jpg"]), "text": "x"}) == errors.IMAGE_TOO_LARGE
+
+
+def test_relative_paths_resolve_against_image_root(good_images):
+    rooted = PairPreparer(image_resolution=32, context_length=248, image_root=str(good_images["rgb.png"].parent))
+    assert rooted.load_image({"image_path": "rgb.png"}).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "path, code",
+    [
+        ("/missing.png", errors.IMAGE_NOT_FOUND),
+        ("/error.png", errors.IMAGE_UNREADABLE),
+        ("/slow.png", errors.IMAGE_UNREADABLE),
+        ("/declared-huge.png", errors.IMAGE_TOO_LARGE),
+        ("/undeclared-big.png", errors.IMAGE_TOO_LARGE),
+    ],
+)
+def test_http_failures(http_server, path, code):
+    preparer = PairPreparer(image_resolution=32, context_length=248, http_timeout_secs=0.5, max_image_bytes=20_000)
+    started = time.monotonic()
+    assert _reason(preparer, {"image_path": http_server + path, "text": "x"}) == code
+    assert time.monotonic() - started < 2.5, "the timeout must bound a slow server"
+
+
+def test_http_image_equals_the_local_file(preparer, http_server, good_images):
+    remote = preparer.load_image({"image_path": http_server + "/rgb.png"})
+    assert torch.equal(remote, preparer.load_image({"image_path": str(good_images["rgb.png"])}))
+
+
+@pytest.mark.parametrize("name", ["rgba.png", "la.png", "palette.gif", "cmyk.jpg", "bilevel.png", "grey.png",
+                                  "palette_transparent.png", "tiny_1x1.png", "wide_1000x12.png"])
+def test_every_mode_decodes_to_rgb_like_pillow_convert(good_images, name):
+    decoded = decode_image(good_images[name].read_bytes())
+    assert decoded.mode == "RGB"
+    assert np.array_equal(np.asarray(decoded), np.asarray(Image.open(good_images[name]).convert("RGB")))
+
+
+def test_animation_uses_the_first_frame(good_images):
+    decoded = decode_image(good_images["animated.gif"].read_bytes())
+    with Image.open(good_images["animated.gif"]) as animation:
+        assert animation.n_frames == 3
+        first = animation.convert("RGB")
+        animation.seek(2)
+        last = animation.convert("RGB")
+    assert np.array_equal(np.asarray(decoded), np.asarray(first))
+    assert not np.array_equal(np.asarray(decoded), np.asarray(last))
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped_to_white(tmp_path):
+    path = write_sixteen_bit_grey(tmp_path / "grey16.png")
+    assert Image.open(path).mode == "I;16"
+    pixels = np.asarray(decode_image(path.read_bytes()))[:, :, 0]
+    assert pixels.min() == 0 and pixels.max() == 255
+    assert 100 < pixels.mean() < 155, "a full-range ramp must stay mid-grey on average"
+
+
+def test_read_image_bytes_unknown_scheme_is_unreadable():
+    with pytest.raises(InputError) as caught:
+        read_image_bytes("nosuchscheme://bucket/x.png")
+    assert caught.value.code == errors.IMAGE_UNREADABLE

@@ -1,0 +1,111 @@
+"""ScoreLongCLIP in real Beam pipelines: exact scores, every record once, failures with reasons."""
+
+import json
+import math
+
+import apache_beam as beam
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from reference_longclip import reference_score
+from test_model import CAPTIONS
+
+from transforms import ScoreLongCLIP
+from transforms import input_errors as errors
+
+BAD_IMAGE_REASONS = {
+    "corrupt.jpg": errors.IMAGE_UNDECODABLE,
+    "truncated.jpg": errors.IMAGE_UNDECODABLE,
+    "empty.png": errors.IMAGE_UNDECODABLE,
+    "text_as.png": errors.IMAGE_UNDECODABLE,
+    "a_directory.jpg": errors.IMAGE_UNREADABLE,
+    "bomb.png": errors.IMAGE_TOO_LARGE,
+}
+
+
+def _run(records, transform, folder):
+    """Runs `records | transform` on the FnApiRunner and reads back what it wrote: (outputs, result)."""
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    (
+        pipeline
+        | beam.Create(records, reshuffle=False)
+        | transform
+        | beam.Map(json.dumps)
+        | beam.io.WriteToText(str(folder / "out"), shard_name_template="")
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    return [json.loads(line) for line in (folder / "out").read_text().splitlines()], result
+
+
+def _corpus(good_images, bad_images):
+    records = []
+    for name in sorted(good_images):
+        for caption in sorted(CAPTIONS):
+            records.append({"id": len(records), "image_path": name, "text": CAPTIONS[caption], "extra": [1, {"k": name}]})
+    for name in sorted(bad_images):
+        records.append({"id": len(records), "image_path": str(bad_images[name]), "text": "a cat"})
+    records += [
+        {"id": len(records), "image_path": "rgb.png", "text": ""},
+        {"id": len(records) + 1, "image_path": "rgb.png"},
+        {"id": len(records) + 2, "image_path": "no_such.png", "text": "a cat"},
+        {"id": len(records) + 3, "text": "no image field"},
+    ]
+    return records
+
+
+def test_every_record_once_with_exact_scores_or_a_reason(tmp_path, longclip_checkpoint, longclip_state_dict, good_images, bad_images):
+    records = _corpus(good_images, bad_images)
+    image_root = str(next(iter(good_images.values())).parent)
+    outputs, result = _run(records, ScoreLongCLIP(str(longclip_checkpoint), image_root=image_root, max_batch_size=8), tmp_path)
+
+    assert sorted(o["id"] for o in outputs) == [r["id"] for r in records]
+    by_id = {o["id"]: o for o in outputs}
+    worst = 0.0
+    for record in records:
+        out = by_id[record["id"]]
+        assert {k: out[k] for k in record} == record, "input fields must come out untouched"
+        name = record.get("image_path")
+        if name in good_images and record.get("text"):
+            expected = reference_score(longclip_state_dict, good_images[name], record["text"])
+            worst = max(worst, abs(out["longclip_score"] - expected))
+            assert out["longclip_score_error"] is None
+            assert out["longclip_score_truncated"] == (record["text"] == CAPTIONS["over_248_tokens"])
+        else:
+            assert out["longclip_score"] == 0.0 and out["longclip_score_error"]
+    assert worst < 1e-5, f"max |score - original LongCLIP| = {worst}"
+
+    reasons = {r["id"]: by_id[r["id"]]["longclip_score_error"].split(":")[0] for r in records if by_id[r["id"]]["longclip_score_error"]}
+    for name, code in BAD_IMAGE_REASONS.items():
+        rid = next(r["id"] for r in records if r.get("image_path") == str(bad_images[name]))
+        assert reasons[rid] == code, name
+    assert sorted(reasons.values()).count(errors.TEXT_EMPTY) == 1
+    assert sorted(reasons.values()).count(errors.TEXT_MISSING) == 1
+    assert sorted(reasons.values()).count(errors.IMAGE_NOT_FOUND) == 1
+    assert sorted(reasons.values()).count(errors.IMAGE_MISSING) == 1
+
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("ScoreLongCLIP"))["counters"]}
+    assert counters["scored"] + counters["failed"] == len(records)
+    assert counters["failed"] == len(reasons)
+    assert counters["failed_image_undecodable"] == 4
+    assert counters["truncated"] == len(good_images)
+
+
+def test_custom_keys_leave_other_fields_alone(tmp_path, longclip_checkpoint, good_images):
+    records = [{"img": str(good_images["rgb.jpg"]), "caption": "a photo", "score": "kept"}]
+    outputs, _ = _run(records, ScoreLongCLIP(str(longclip_checkpoint), image_key="img", text_key="caption", output_key="s"), tmp_path)
+    (out,) = outputs
+    assert out["score"] == "kept" and out["s_error"] is None and out["s_truncated"] is False
+    assert 0.0 <= out["s"] <= 1.0 and not math.isnan(out["s"])
+
+
+def test_model_shared_across_processes_gives_the_same_scores(tmp_path, longclip_checkpoint, good_images):
+    records = [{"image_path": str(good_images[name]), "text": CAPTIONS["long_200_tokens"]} for name in sorted(good_images)]
+    plain, _ = _run(records, ScoreLongCLIP(str(longclip_checkpoint)), tmp_path)
+    shared, _ = _run(
+        records, ScoreLongCLIP(str(longclip_checkpoint), share_model_across_processes=True), tmp_path / "shared"
+    )
+    key = lambda o: o["image_path"]  # noqa: E731
+    assert [o["longclip_score"] for o in sorted(plain, key=key)] == pytest.approx(
+        [o["longclip_score"] for o in sorted(shared, key=key)], abs=1e-6
+    )

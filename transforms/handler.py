@@ -1,0 +1,74 @@
+"""`LongCLIPModelHandler`: Beam RunInference glue around `LongCLIPScorer`."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from transforms.checkpoint import DEFAULT_MODEL, resolve_checkpoint
+from transforms.longclip_model import LongCLIPScorer
+from transforms.prepare import PreparedPair
+
+
+class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIPScorer]):
+    """Loads LongCLIP once per worker process (or once per machine) and scores batches of `PreparedPair`.
+
+    Args:
+      model: Hugging Face Hub id, local file or folder, or a Beam FileSystems URI (`gs://...`).
+      device: `"cpu"`, `"cuda"`, `"cuda:N"`, or None for CUDA when available.
+      min_batch_size, max_batch_size, max_batch_duration_secs: passed to Beam's BatchElements;
+        `max_batch_duration_secs` bounds how long a record waits for a batch in streaming.
+      share_model_across_processes: load one model per machine and let all SDK processes use it
+        (Beam's `large_model`); what you want with one GPU and many worker processes.
+      model_copies: with sharing, how many copies per machine (e.g. one per GPU).
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        device: Optional[str] = None,
+        min_batch_size: int = 1,
+        max_batch_size: int = 32,
+        max_batch_duration_secs: Optional[float] = None,
+        share_model_across_processes: bool = False,
+        model_copies: Optional[int] = None,
+    ):
+        if min_batch_size < 1 or max_batch_size < min_batch_size:
+            raise ValueError(
+                f"need 1 <= min_batch_size <= max_batch_size, got {min_batch_size} and {max_batch_size}"
+            )
+        super().__init__(
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
+            max_batch_duration_secs=max_batch_duration_secs,
+            large_model=share_model_across_processes,
+            model_copies=model_copies,
+        )
+        self._model = model
+        self._device = device
+
+    def load_model(self) -> LongCLIPScorer:
+        return LongCLIPScorer.from_checkpoint(resolve_checkpoint(self._model), self._device)
+
+    def run_inference(
+        self,
+        batch: Sequence[PreparedPair],
+        model: LongCLIPScorer,
+        inference_args: Optional[dict[str, Any]] = None,
+    ) -> Iterable[PredictionResult]:
+        images = torch.stack([pair.image for pair in batch])
+        scores = model.score(images, [pair.token_ids for pair in batch])
+        return [PredictionResult(pair, score, self._model) for pair, score in zip(batch, scores)]
+
+    def get_num_bytes(self, batch: Sequence[PreparedPair]) -> int:
+        return sum(pair.image.nbytes + 8 * len(pair.token_ids) for pair in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "BeamML_LongCLIP"
+
+    def validate_inference_args(self, inference_args: Optional[dict[str, Any]]) -> None:
+        if inference_args:
+            raise ValueError(f"LongCLIPModelHandler takes no inference_args, got {sorted(inference_args)}")

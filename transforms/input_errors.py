@@ -1,0 +1,39 @@
+"""Why a record could not be scored: a stable reason code plus a human message.
+
+A failed record still gets score 0.0 (the original evaluator's contract); the reason is what lets
+users tell a real low score from a failure, and count failures by kind.
+"""
+
+from __future__ import annotations
+
+IMAGE_MISSING = "image_missing"
+IMAGE_WRONG_TYPE = "image_wrong_type"
+IMAGE_NOT_FOUND = "image_not_found"
+IMAGE_UNREADABLE = "image_unreadable"
+IMAGE_TOO_LARGE = "image_too_large"
+IMAGE_UNDECODABLE = "image_undecodable"
+TEXT_MISSING = "text_missing"
+TEXT_WRONG_TYPE = "text_wrong_type"
+TEXT_EMPTY = "text_empty"
+
+REASON_CODES = (
+    IMAGE_MISSING,
+    IMAGE_WRONG_TYPE,
+    IMAGE_NOT_FOUND,
+    IMAGE_UNREADABLE,
+    IMAGE_TOO_LARGE,
+    IMAGE_UNDECODABLE,
+    TEXT_MISSING,
+    TEXT_WRONG_TYPE,
+    TEXT_EMPTY,
+)
+
+
+class InputError(Exception):
+    """A record's image or text cannot be scored; `str()` gives `"<code>: <message>"`."""
+
+    def __init__(self, code: str, message: str):
+        assert code in REASON_CODES, code
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message

@@ -1,0 +1,202 @@
+"""Building a LongCLIP model from its checkpoint, and scoring prepared image/text batches.
+
+No Beam here. The checkpoint is a plain OpenAI-CLIP-style ViT state dict; LongCLIP adds a second
+text positional table. The architecture is read off the tensor shapes, so LongCLIP-B/L/L-336px,
+plain OpenAI CLIP ViTs (77 positions) and tiny test checkpoints all load the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import open_clip
+import torch
+import torch.nn.functional as F
+
+
+# LongCLIP keeps these many leading rows of the original CLIP positional table frozen.
+KEPT_POSITIONS = 20
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
+_LOGGER = logging.getLogger(__name__)
+
+StateDict = Mapping[str, torch.Tensor]
+
+
+class CheckpointFormatError(ValueError):
+    """The file loads, but is not a LongCLIP / OpenAI-CLIP ViT state dict."""
+
+
+@dataclass(frozen=True)
+class LongCLIPArchitecture:
+    """Sizes of a CLIP ViT, inferred from state-dict shapes exactly as LongCLIP's `build_model` does."""
+
+    embed_dim: int
+    image_resolution: int
+    vision_width: int
+    vision_layers: int
+    vision_patch_size: int
+    context_length: int
+    vocab_size: int
+    text_width: int
+    text_layers: int
+
+    @classmethod
+    def from_state_dict(cls, state_dict: StateDict) -> "LongCLIPArchitecture":
+        required = ("visual.proj", "visual.conv1.weight", "visual.positional_embedding", "positional_embedding",
+                    "token_embedding.weight", "ln_final.weight", "text_projection")
+        missing = [key for key in required if key not in state_dict]
+        if missing:
+            raise CheckpointFormatError(
+                f"not a LongCLIP/OpenAI-CLIP ViT state dict: missing {', '.join(missing)} "
+                f"(found e.g. {', '.join(list(state_dict)[:5])})"
+            )
+        conv = state_dict["visual.conv1.weight"]
+        patch = conv.shape[-1]
+        grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        text_blocks = {m.group(1) for key in state_dict if (m := re.match(r"transformer\.resblocks\.(\d+)\.", key))}
+        return cls(
+            embed_dim=state_dict["text_projection"].shape[1],
+            image_resolution=patch * grid,
+            vision_width=conv.shape[0],
+            vision_layers=sum(1 for k in state_dict if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")),
+            vision_patch_size=patch,
+            context_length=state_dict["positional_embedding"].shape[0],
+            vocab_size=state_dict["token_embedding.weight"].shape[0],
+            text_width=state_dict["ln_final.weight"].shape[0],
+            text_layers=len(text_blocks),
+        )
+
+
+def load_state_dict(path: Union[str, Path], *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Loads a checkpoint safely (`weights_only=True`) and unwraps common containers."""
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:
+        raise CheckpointFormatError(
+            f"cannot load {path} as a PyTorch state dict with weights_only=True "
+            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}). "
+            "Pass the original LongCLIP .pt file (a state dict), not a TorchScript archive or a Hugging Face folder."
+        ) from exc
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping):
+        raise CheckpointFormatError(f"{path} holds a {type(loaded).__name__}, not a state dict")
+    return {key.removeprefix("module."): value for key, value in loaded.items() if isinstance(value, torch.Tensor)}
+
+
+def read_architecture(path: Union[str, Path]) -> LongCLIPArchitecture:
+    """The architecture of the checkpoint at `path`, memory-mapping it so only the header is read."""
+    try:
+        state_dict = load_state_dict(path, mmap=True)
+    except CheckpointFormatError:
+        state_dict = load_state_dict(path)  # legacy (non-zip) checkpoints cannot be memory-mapped
+    return LongCLIPArchitecture.from_state_dict(state_dict)
+
+
+def merge_positional_tables(state_dict: StateDict) -> dict[str, torch.Tensor]:
+    """Folds LongCLIP's two text positional tables into one, as its `encode_text` masks do.
+
+    Rows 0-19 come from `positional_embedding`, rows 20+ from `positional_embedding_res`; the
+    result is bit-identical to `pe * mask1 + pe_res * mask2`. A plain CLIP state dict is returned as is.
+    """
+    merged = {key: value for key, value in state_dict.items() if key not in _METADATA_KEYS}
+    residual = merged.pop("positional_embedding_res", None)
+    if residual is not None:
+        base = merged["positional_embedding"]
+        if residual.shape != base.shape:
+            raise CheckpointFormatError(
+                f"positional_embedding {tuple(base.shape)} and positional_embedding_res "
+                f"{tuple(residual.shape)} differ in shape"
+            )
+        merged["positional_embedding"] = torch.cat([base[:KEPT_POSITIONS], residual[KEPT_POSITIONS:]], dim=0)
+    return merged
+
+
+def build_model(state_dict: StateDict) -> open_clip.CLIP:
+    """An fp32 open_clip CLIP (QuickGELU) holding the checkpoint's weights, in eval mode."""
+    arch = LongCLIPArchitecture.from_state_dict(state_dict)
+    if arch.vision_width % 64 or arch.text_width % 64:
+        raise CheckpointFormatError(f"widths must be multiples of 64 (heads = width // 64), got {arch}")
+    model = open_clip.CLIP(
+        embed_dim=arch.embed_dim,
+        vision_cfg=open_clip.CLIPVisionCfg(
+            layers=arch.vision_layers,
+            width=arch.vision_width,
+            patch_size=arch.vision_patch_size,
+            image_size=arch.image_resolution,
+        ),
+        text_cfg=open_clip.CLIPTextCfg(
+            context_length=arch.context_length,
+            vocab_size=arch.vocab_size,
+            width=arch.text_width,
+            heads=arch.text_width // 64,
+            layers=arch.text_layers,
+        ),
+        quick_gelu=True,
+    )
+    try:
+        model.load_state_dict(merge_positional_tables(state_dict), strict=True)
+    except RuntimeError as exc:
+        raise CheckpointFormatError(f"checkpoint does not match a CLIP ViT of {arch}: {exc}") from exc
+    return model.float().eval().requires_grad_(False)
+
+
+def pick_device(device: Optional[str]) -> torch.device:
+    """`None` means CUDA when available, else CPU; an explicit CUDA device that is missing is an error."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    chosen = torch.device(device)
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} was requested but CUDA is not available here; pass --device cpu")
+    return chosen
+
+
+class LongCLIPScorer:
+    """A LongCLIP model on one device that turns prepared batches into alignment scores.
+
+    Its one public method takes and returns plain CPU data, so it also works behind Beam's
+    cross-process model proxy (`share_model_across_processes`).
+    """
+
+    def __init__(self, model: open_clip.CLIP, device: torch.device):
+        self.model = model.to(device)
+        self.device = device
+        self.context_length: int = model.context_length
+        self.image_resolution: int = model.visual.image_size[0]
+        self._mean = torch.tensor(OPENAI_CLIP_MEAN, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(OPENAI_CLIP_STD, device=device).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_checkpoint(cls, path: Union[str, Path], device: Optional[str] = None) -> "LongCLIPScorer":
+        chosen = pick_device(device)
+        model = build_model(load_state_dict(path))
+        _LOGGER.info("Loaded LongCLIP checkpoint %s on %s", path, chosen)
+        return cls(model, chosen)
+
+    def score(self, images: torch.Tensor, token_ids: Sequence[Sequence[int]]) -> list[float]:
+        """Scores uint8 images [B,3,R,R] against unpadded token ids: clamp((cos+1)/2, 0, 1) per pair."""
+        tokens = pad_tokens(token_ids, self.context_length)
+        with torch.inference_mode():
+            pixels = images.to(self.device, non_blocking=True).float().div_(255)
+            pixels = pixels.sub_(self._mean).div_(self._std)
+            image_features = self.model.encode_image(pixels)
+            text_features = self.model.encode_text(tokens.to(self.device, non_blocking=True))
+            image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+            text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+            cosine = (image_features * text_features).sum(dim=-1)
+            return ((cosine + 1) / 2).clamp_(0, 1).tolist()
+
+
+def pad_tokens(token_ids: Sequence[Sequence[int]], context_length: int) -> torch.Tensor:
+    """Zero-pads unpadded id sequences into the [B, context_length] int64 tensor the model takes."""
+    batch = torch.zeros(len(token_ids), context_length, dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        batch[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+    return batch

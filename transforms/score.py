@@ -1,0 +1,141 @@
+"""`ScoreLongCLIP`: the reusable Beam transform that scores image/long-caption records."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NamedTuple, Optional
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.metrics import Metrics
+
+from transforms import images
+from transforms.checkpoint import DEFAULT_MODEL, resolve_checkpoint
+from transforms.handler import LongCLIPModelHandler
+from transforms.input_errors import InputError
+from transforms.longclip_model import read_architecture
+from transforms.prepare import PairPreparer, PreparedPair
+
+METRICS_NAMESPACE = "ScoreLongCLIP"
+_FAILED = "failed"
+_LOGGER = logging.getLogger(__name__)
+
+
+class ScoreLongCLIP(beam.PTransform):
+    """Scores each record's image against its (long) caption with LongCLIP.
+
+    Input: a PCollection of dicts. Output: every input dict exactly once, its fields untouched, plus
+    `output_key` (float in [0, 1]: clamp((cos + 1) / 2, 0, 1)), `<output_key>_error` (None, or
+    `"<reason_code>: <message>"` with score 0.0) and `<output_key>_truncated` (the caption was
+    longer than the model's context and was cut).
+
+    Bad images or texts never fail the pipeline; they come out with score 0.0 and a reason.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        device: Optional[str] = None,
+        image_key: str = "image_path",
+        text_key: str = "text",
+        output_key: str = "longclip_score",
+        image_root: Optional[str] = None,
+        min_batch_size: int = 1,
+        max_batch_size: int = 32,
+        max_batch_duration_secs: Optional[float] = None,
+        share_model_across_processes: bool = False,
+        model_copies: Optional[int] = None,
+        max_image_bytes: int = images.DEFAULT_MAX_IMAGE_BYTES,
+        max_image_pixels: int = images.DEFAULT_MAX_IMAGE_PIXELS,
+        http_timeout_secs: float = images.DEFAULT_HTTP_TIMEOUT_SECS,
+    ):
+        super().__init__()
+        self._model = model
+        self._output_key = output_key
+        self._handler = LongCLIPModelHandler(
+            model,
+            device=device,
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
+            max_batch_duration_secs=max_batch_duration_secs,
+            share_model_across_processes=share_model_across_processes,
+            model_copies=model_copies,
+        )
+        self._preparer_kwargs = dict(
+            image_key=image_key,
+            text_key=text_key,
+            image_root=image_root,
+            max_image_bytes=max_image_bytes,
+            max_image_pixels=max_image_pixels,
+            http_timeout_secs=http_timeout_secs,
+        )
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        prepared = records | "Prepare" >> beam.ParDo(_PrepareDoFn(self._model, self._preparer_kwargs)).with_outputs(
+            _FAILED, main="ready"
+        )
+        scored = (
+            prepared.ready
+            | "RunInference" >> RunInference(self._handler)
+            | "AttachScore" >> beam.Map(_attach_score, self._output_key)
+        )
+        failed = prepared[_FAILED] | "AttachError" >> beam.Map(_attach_error, self._output_key)
+        return (scored, failed) | "Merge" >> beam.Flatten()
+
+
+class _Failure(NamedTuple):
+    record: dict
+    code: str
+    error: str
+    truncated: bool
+
+
+class _PrepareDoFn(beam.DoFn):
+    """Validates, tokenizes and fetches/decodes/preprocesses; failures go to the `failed` output."""
+
+    def __init__(self, model: str, preparer_kwargs: dict[str, Any]):
+        self._model = model
+        self._preparer_kwargs = preparer_kwargs
+        self._preparer: Optional[PairPreparer] = None
+
+    def setup(self) -> None:
+        architecture = read_architecture(resolve_checkpoint(self._model))
+        self._preparer = PairPreparer(
+            image_resolution=architecture.image_resolution,
+            context_length=architecture.context_length,
+            **self._preparer_kwargs,
+        )
+
+    def process(self, record: dict):
+        truncated = False
+        try:
+            text = self._preparer.tokenize_text(record)
+            truncated = text.truncated
+            image = self._preparer.load_image(record)
+        except InputError as error:
+            yield beam.pvalue.TaggedOutput(_FAILED, _Failure(record, error.code, str(error), truncated))
+            return
+        yield PreparedPair(image, text.ids, (record, truncated))
+
+
+def _attach_score(result: PredictionResult, output_key: str) -> dict:
+    record, truncated = result.example.context
+    Metrics.counter(METRICS_NAMESPACE, "scored").inc()
+    return _with_fields(record, output_key, float(result.inference), None, truncated)
+
+
+def _attach_error(failure: "_Failure", output_key: str) -> dict:
+    Metrics.counter(METRICS_NAMESPACE, "failed").inc()
+    Metrics.counter(METRICS_NAMESPACE, f"failed_{failure.code}").inc()
+    return _with_fields(failure.record, output_key, 0.0, failure.error, failure.truncated)
+
+
+def _with_fields(record: dict, output_key: str, score: float, error: Optional[str], truncated: bool) -> dict:
+    if truncated:
+        Metrics.counter(METRICS_NAMESPACE, "truncated").inc()
+    out = dict(record)
+    out[output_key] = score
+    out[f"{output_key}_error"] = error
+    out[f"{output_key}_truncated"] = truncated
+    return out

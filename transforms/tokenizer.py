@@ -1,0 +1,121 @@
+"""LongCLIP's text tokenizer: OpenAI's CLIP BPE at LongCLIP's 248-token context.
+
+open_clip ships the same BPE merges, but its tokenizer differs from the one LongCLIP uses in two
+edge cases (whitespace regex, literal special tokens), so the encoding is reimplemented here to
+match LongCLIP's `simple_tokenizer.py` exactly, and truncation is reported instead of hidden.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections import OrderedDict
+from typing import NamedTuple
+
+import regex
+from open_clip.tokenizer import basic_clean, bytes_to_unicode, default_bpe, get_pairs
+
+LONGCLIP_CONTEXT_LENGTH = 248
+SOT_ID = 49406
+EOT_ID = 49407
+
+_SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
+_TOKEN_PATTERN = regex.compile(
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+    regex.IGNORECASE,
+)
+_WHITESPACE = regex.compile(r"\s+")
+
+
+class TokenizedText(NamedTuple):
+    """Token ids `[SOT] + text + [EOT]`, unpadded, and whether the text had to be cut."""
+
+    ids: tuple[int, ...]
+    truncated: bool
+
+
+class LongCLIPTokenizer:
+    """Tokenizes like `longclip.tokenize(text, truncate=True)`, after collapsing whitespace.
+
+    The BPE word cache is bounded so that memory stays flat over millions of captions.
+    """
+
+    def __init__(self, context_length: int = LONGCLIP_CONTEXT_LENGTH, cache_size: int = 200_000):
+        if context_length < 2:
+            raise ValueError(f"context_length must be at least 2 (SOT and EOT), got {context_length}")
+        self.context_length = context_length
+        self._byte_encoder = bytes_to_unicode()
+        with gzip.open(default_bpe()) as merges_file:
+            merges = merges_file.read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+        merge_pairs = [tuple(merge.split()) for merge in merges]
+        vocab = list(self._byte_encoder.values())
+        vocab += [v + "</w>" for v in vocab]
+        vocab += ["".join(pair) for pair in merge_pairs]
+        vocab += list(_SPECIAL_TOKENS)
+        self._encoder = {token: index for index, token in enumerate(vocab)}
+        assert self._encoder[_SPECIAL_TOKENS[0]] == SOT_ID and self._encoder[_SPECIAL_TOKENS[1]] == EOT_ID
+        self._bpe_ranks = {pair: rank for rank, pair in enumerate(merge_pairs)}
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cache_size = cache_size
+
+    def __call__(self, text: str) -> TokenizedText:
+        ids = [SOT_ID, *self.encode(" ".join(text.split())), EOT_ID]
+        truncated = len(ids) > self.context_length
+        if truncated:
+            ids = ids[: self.context_length]
+            ids[-1] = EOT_ID
+        return TokenizedText(tuple(ids), truncated)
+
+    def encode(self, text: str) -> list[int]:
+        """BPE ids of `text` without SOT/EOT, cleaned as OpenAI's tokenizer cleans it."""
+        text = _WHITESPACE.sub(" ", basic_clean(text)).strip().lower()
+        ids: list[int] = []
+        for word in _TOKEN_PATTERN.findall(text):
+            if word in _SPECIAL_TOKENS:
+                ids.append(self._encoder[word])
+                continue
+            symbols = "".join(self._byte_encoder[b] for b in word.encode("utf-8"))
+            ids.extend(self._encoder[piece] for piece in self._bpe(symbols).split(" "))
+        return ids
+
+    def _bpe(self, token: str) -> str:
+        cached = self._cache.get(token)
+        if cached is not None:
+            self._cache.move_to_end(token)
+            return cached
+        merged = self._merge(token)
+        self._cache[token] = merged
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return merged
+
+    def _merge(self, token: str) -> str:
+        word = tuple(token[:-1]) + (token[-1] + "</w>",)
+        pairs = get_pairs(word)
+        if not pairs:
+            return token + "</w>"
+        while True:
+            bigram = min(pairs, key=lambda pair: self._bpe_ranks.get(pair, float("inf")))
+            if bigram not in self._bpe_ranks:
+                break
+            first, second = bigram
+            new_word: list[str] = []
+            i = 0
+            while i < len(word):
+                try:
+                    j = word.index(first, i)
+                except ValueError:
+                    new_word.extend(word[i:])
+                    break
+                new_word.extend(word[i:j])
+                i = j
+                if word[i] == first and i < len(word) - 1 and word[i + 1] == second:
+                    new_word.append(first + second)
+                    i += 2
+                else:
+                    new_word.append(word[i])
+                    i += 1
+            word = tuple(new_word)
+            if len(word) == 1:
+                break
+            pairs = get_pairs(word)
+        return " ".join(word)
