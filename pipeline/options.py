@@ -1,0 +1,71 @@
+"""Command-line options of the scoring job, as a Beam `PipelineOptions` subclass."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms import images
+from transforms.checkpoint import DEFAULT_MODEL
+
+
+class ScoreLongCLIPOptions(PipelineOptions):
+    """Flags of `python -m pipeline`; every standard Beam option is accepted beside them."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        io = parser.add_argument_group("input and output")
+        io.add_argument("--input", help="JSONL file or glob, local or gs://; one JSON object per line (required)")
+        io.add_argument("--output", help="path prefix of the scored JSONL shards, local or gs:// (required)")
+        io.add_argument("--dead_letter", help="path prefix for malformed lines (default: <output>.dead_letter)")
+
+        model = parser.add_argument_group("model")
+        model.add_argument(
+            "--model",
+            default=DEFAULT_MODEL,
+            help="Hugging Face Hub id, local .pt file or folder, or gs:// URI of a LongCLIP checkpoint "
+            f"(default: {DEFAULT_MODEL})",
+        )
+        model.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+        model.add_argument("--min_batch_size", type=int, default=1, help="smallest inference batch (default: 1)")
+        model.add_argument("--max_batch_size", type=int, default=32, help="largest inference batch (default: 32)")
+        model.add_argument(
+            "--max_batch_duration_secs",
+            type=float,
+            default=None,
+            help="longest time a record waits for its batch to fill (streaming; default: no bound)",
+        )
+        model.add_argument(
+            "--share_model_across_processes",
+            action="store_true",
+            help="load one model per machine shared by all worker processes (use on GPU workers)",
+        )
+
+        record = parser.add_argument_group("records")
+        record.add_argument("--image_key", default="image_path", help="field holding the image path or URL")
+        record.add_argument("--text_key", default="text", help="field holding the caption")
+        record.add_argument(
+            "--output_key",
+            default="longclip_score",
+            help="field for the score; <key>_error and <key>_truncated are added beside it",
+        )
+        record.add_argument(
+            "--image_root", default=None, help="folder or URI prefix for relative image paths (default: working dir)"
+        )
+        record.add_argument(
+            "--max_image_bytes",
+            type=int,
+            default=images.DEFAULT_MAX_IMAGE_BYTES,
+            help="larger image files are scored 0.0 with image_too_large (default: %(default)s)",
+        )
+        record.add_argument(
+            "--max_image_pixels",
+            type=int,
+            default=images.DEFAULT_MAX_IMAGE_PIXELS,
+            help="images with more pixels are refused as decompression bombs (default: %(default)s)",
+        )
+        record.add_argument(
+            "--http_timeout_secs",
+            type=float,
+            default=images.DEFAULT_HTTP_TIMEOUT_SECS,
+            help="timeout for fetching http(s) image URLs (default: %(default)s)",
+        )

@@ -1,0 +1,115 @@
+"""`python -m pipeline` run as a user runs it: every input line comes out exactly once."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from reference_longclip import reference_score
+from test_model import CAPTIONS
+
+from pipeline import run, summarize
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MALFORMED_LINES = [b"not json at all", b"[1, 2, 3]", b"42", b"", b"\xff\xfe\x00 latin-1 caf\xe9", b'{"unterminated": ']
+
+
+def _write_corpus(path: Path, good_images, bad_images) -> list:
+    """About 80 lines: every good image kind with several captions, every fault, malformed lines."""
+    lines = []
+    for i, name in enumerate(sorted(good_images)):
+        for caption in ("short", "around_77_tokens", "over_248_tokens", "unicode"):
+            lines.append({"id": f"{name}/{caption}", "image_path": name, "text": CAPTIONS[caption]})
+    for name in sorted(bad_images):
+        lines.append({"id": f"bad/{name}", "image_path": str(bad_images[name]), "text": "a cat"})
+    lines += [
+        {"id": "empty-text", "image_path": "rgb.png", "text": "  "},
+        {"id": "null-text", "image_path": "rgb.png", "text": None},
+        {"id": "number-text", "image_path": "rgb.png", "text": 3.5},
+        {"id": "no-image", "text": "a cat"},
+        {"id": "missing-file", "image_path": "nope.png", "text": "a cat"},
+    ]
+    raw = [json.dumps(line, ensure_ascii=False).encode() for line in lines] + MALFORMED_LINES
+    path.write_bytes(b"\n".join(raw) + b"\n")
+    return lines
+
+
+def _read_jsonl(prefix: Path) -> list:
+    return [json.loads(line) for shard in sorted(prefix.parent.glob(prefix.name + "-*.jsonl")) for line in shard.read_text().splitlines()]
+
+
+def test_cli_accounts_for_every_line_with_exact_scores(tmp_path, longclip_checkpoint, longclip_state_dict, good_images, bad_images):
+    records = _write_corpus(tmp_path / "in.jsonl", good_images, bad_images)
+    image_root = next(iter(good_images.values())).parent
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--input", str(tmp_path / "in*.jsonl"), "--output", str(tmp_path / "out" / "scored"),
+         "--model", str(longclip_checkpoint), "--image_root", str(image_root), "--max_batch_size", "16"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    scored = _read_jsonl(tmp_path / "out" / "scored")
+    dead = _read_jsonl(tmp_path / "out" / "scored.dead_letter")
+    total_lines = len(records) + len(MALFORMED_LINES)
+    assert 75 <= total_lines <= 90
+    assert len(scored) + len(dead) == total_lines
+    assert sorted(r["id"] for r in scored) == sorted(r["id"] for r in records)
+
+    worst = 0.0
+    for out in scored:
+        good = out["id"].split("/")[0] in good_images and out.get("text") in CAPTIONS.values()
+        if good:
+            expected = reference_score(longclip_state_dict, good_images[out["image_path"]], out["text"])
+            worst = max(worst, abs(out["longclip_score"] - expected))
+            assert out["longclip_score_error"] is None
+        else:
+            assert out["longclip_score"] == 0.0
+            assert out["longclip_score_error"].split(":")[0] in (
+                "image_undecodable", "image_unreadable", "image_too_large", "image_not_found", "image_missing",
+                "text_empty", "text_missing", "text_wrong_type",
+            )
+    assert worst < 1e-5, f"max |score - original LongCLIP| = {worst}"
+
+    assert sorted(d["reason"] for d in dead) == sorted(["not_json", "not_object", "not_object", "empty_line", "not_utf8", "not_json"])
+    not_utf8 = next(d for d in dead if d["reason"] == "not_utf8")
+    assert not_utf8["raw"] is None and not_utf8["raw_base64"]
+    assert all(d["source"].endswith("in.jsonl") for d in dead)
+    assert f"Done: {total_lines} lines read" in done.stderr
+
+
+def test_run_returns_counts_from_beam_metrics(tmp_path, longclip_checkpoint, good_images):
+    (tmp_path / "in.jsonl").write_text(
+        json.dumps({"image_path": str(good_images["rgb.png"]), "text": CAPTIONS["over_248_tokens"]}) + "\nnot json\n"
+        + json.dumps({"image_path": str(good_images["rgb.png"]), "text": ""}) + "\n"
+    )
+    result = run(["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "scored"), "--model", str(longclip_checkpoint)])
+    counts = summarize(result)
+    assert counts["read"] == 3 and counts["scored"] == 1 and counts["failed"] == 1 and counts["dead_lettered"] == 1
+    assert counts["failed_text_empty"] == 1 and counts["dead_lettered_not_json"] == 1 and counts["truncated"] == 1
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_the_flags():
+    done = _cli("--help")
+    assert done.returncode == 0
+    for flag in ("--input", "--output", "--dead_letter", "--model", "--device", "--image_key", "--text_key",
+                 "--output_key", "--image_root", "--min_batch_size", "--max_batch_size", "--max_batch_duration_secs"):
+        assert flag in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--output", "x"], "--input and --output are required"),
+        (["--input", "x", "--output", "y", "--model", "/no/such/model.pt"], "is not an existing file"),
+        (["--input", "x", "--output", "y", "--min_batch_size", "0"], "min_batch_size"),
+        (["--input", "x", "--output", "y", "--max_batch_size", "many"], "invalid int value"),
+    ],
+)
+def test_bad_flags_fail_with_a_clear_message(args, message):
+    done = _cli(*args)
+    assert done.returncode == 2 and message in done.stderr
