@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -41,3 +42,31 @@ def good_images(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def bad_images(tmp_path_factory) -> dict[str, Path]:
     return write_bad_images(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket(tmp_path_factory):
+    """A bucket on a real local GCS API emulator; Beam's `gs://` FileSystem talks to it.
+
+    The environment is set for this process and inherited by the subprocesses tests start.
+    """
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    from emulators import start_gcs_emulator
+
+    process, endpoint = start_gcs_emulator(tmp_path_factory.mktemp("gcs") / "emulator.log")
+    saved = {key: os.environ.get(key) for key in ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK")}
+    os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+    os.environ["NO_GCE_CHECK"] = "True"  # offline: don't wait for the GCE metadata server
+    try:
+        client = storage.Client(project="test-project", credentials=AnonymousCredentials())
+        yield client.create_bucket("longclip-test-bucket")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        process.terminate()
+        process.wait(timeout=30)

@@ -100,9 +100,12 @@ def _copy_to_cache(uri: str, cache_dir: str) -> Path:
     from apache_beam.io.filesystems import FileSystems
 
     try:
-        size = FileSystems.metadata(uri).size_in_bytes
+        matches = FileSystems.match([uri])[0].metadata_list
     except Exception as exc:
-        raise CheckpointNotFoundError(f"cannot find checkpoint {uri}: {exc}") from exc
+        raise CheckpointNotFoundError(f"cannot look up checkpoint {uri}: {exc}") from exc
+    if len(matches) != 1:
+        raise CheckpointNotFoundError(f"checkpoint {uri} matches {len(matches)} files; pass the URI of one file")
+    size = matches[0].size_in_bytes
     folder = Path(cache_dir) / hashlib.sha256(uri.encode()).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / (uri.rstrip("/").rsplit("/", 1)[-1] or "checkpoint.pt")
@@ -115,5 +118,6 @@ def _copy_to_cache(uri: str, cache_dir: str) -> Path:
             dir=folder, delete=False
         ) as partial:
             shutil.copyfileobj(source, partial, length=16 * 1024 * 1024)
+        os.chmod(partial.name, 0o644)
         os.replace(partial.name, target)
     return target

@@ -1,0 +1,71 @@
+"""gs:// images, models, inputs and outputs through Beam FileSystems, against a real GCS emulator."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from reference_longclip import reference_score
+
+from transforms import input_errors as errors
+from transforms.checkpoint import resolve_checkpoint
+from transforms.input_errors import InputError
+from transforms.prepare import PairPreparer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gs_images_equal_local_ones(gcs_bucket, good_images):
+    gcs_bucket.blob("images/rgb.png").upload_from_filename(good_images["rgb.png"])
+    preparer = PairPreparer(image_resolution=32, context_length=248)
+    local = preparer.load_image({"image_path": str(good_images["rgb.png"])})
+    assert torch.equal(preparer.load_image({"image_path": "gs://longclip-test-bucket/images/rgb.png"}), local)
+    rooted = PairPreparer(image_resolution=32, context_length=248, image_root="gs://longclip-test-bucket/images")
+    assert torch.equal(rooted.load_image({"image_path": "rgb.png"}), local)
+    try:
+        preparer.load_image({"image_path": "gs://longclip-test-bucket/images/missing.png"})
+    except InputError as error:
+        assert error.code == errors.IMAGE_NOT_FOUND
+    else:
+        raise AssertionError("a missing gs:// object must be image_not_found")
+
+
+def test_gs_model_is_copied_once_into_the_cache(gcs_bucket, longclip_checkpoint, tmp_path):
+    gcs_bucket.blob("models/longclip-tiny.pt").upload_from_filename(longclip_checkpoint)
+    uri = "gs://longclip-test-bucket/models/longclip-tiny.pt"
+    cached = resolve_checkpoint(uri, cache_dir=str(tmp_path))
+    assert cached.read_bytes() == longclip_checkpoint.read_bytes()
+    first_copy = cached.stat().st_mtime_ns
+    # A fresh process (another SDK worker) reuses the copy instead of downloading again.
+    code = "import sys; from transforms.checkpoint import resolve_checkpoint; print(resolve_checkpoint(sys.argv[1], sys.argv[2]))"
+    done = subprocess.run([sys.executable, "-c", code, uri, str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert Path(done.stdout.strip()) == cached and cached.stat().st_mtime_ns == first_copy
+
+
+def test_pipeline_reads_and_writes_gs(gcs_bucket, longclip_checkpoint, longclip_state_dict, good_images, tmp_path):
+    gcs_bucket.blob("job/model/longclip-tiny.pt").upload_from_filename(longclip_checkpoint)
+    gcs_bucket.blob("job/images/rgb.jpg").upload_from_filename(good_images["rgb.jpg"])
+    lines = [
+        {"image_path": "rgb.jpg", "text": "a long caption " * 30},
+        {"image_path": "missing.jpg", "text": "a cat"},
+    ]
+    gcs_bucket.blob("job/in.jsonl").upload_from_string("\n".join(json.dumps(line) for line in lines) + "\n{broken\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--input", "gs://longclip-test-bucket/job/in*.jsonl",
+         "--output", "gs://longclip-test-bucket/job/out/scored", "--image_root", "gs://longclip-test-bucket/job/images",
+         "--model", "gs://longclip-test-bucket/job/model/longclip-tiny.pt"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "LONGCLIP_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    blobs = {blob.name: blob for blob in gcs_bucket.list_blobs(prefix="job/out/")}
+    scored = [json.loads(line) for name, blob in blobs.items() if name.startswith("job/out/scored-") for line in blob.download_as_text().splitlines()]
+    dead = [json.loads(line) for name, blob in blobs.items() if name.startswith("job/out/scored.dead_letter-") for line in blob.download_as_text().splitlines()]
+    assert len(scored) == 2 and len(dead) == 1 and dead[0]["reason"] == "not_json"
+    by_path = {record["image_path"]: record for record in scored}
+    expected = reference_score(longclip_state_dict, good_images["rgb.jpg"], lines[0]["text"])
+    assert abs(by_path["rgb.jpg"]["longclip_score"] - expected) < 1e-5
+    assert by_path["missing.jpg"]["longclip_score_error"].startswith("image_not_found")
