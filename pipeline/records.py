@@ -35,6 +35,7 @@ def parse_record(raw: Union[bytes, str]) -> dict:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise MalformedRecord(NOT_UTF8, str(exc)) from None
+    raw = raw.removeprefix("\ufeff")  # a UTF-8 byte-order mark, as Windows tools write it
     if not raw.strip():
         raise MalformedRecord(EMPTY_LINE, "the line is empty")
     try:

@@ -1,0 +1,41 @@
+"""Parsing JSONL lines: records, or a dead-letter reason, never an exception."""
+
+import pytest
+
+from pipeline.records import MalformedRecord, dead_letter_entry, parse_record
+
+
+@pytest.mark.parametrize(
+    "raw, record",
+    [
+        (b'{"a": 1}', {"a": 1}),
+        (b'\xef\xbb\xbf{"a": "caf\xc3\xa9"}', {"a": "café"}),  # UTF-8 byte-order mark on the first line
+        (b'  {"a": [1, {"b": null}]}  ', {"a": [1, {"b": None}]}),
+    ],
+)
+def test_objects_parse(raw, record):
+    assert parse_record(raw) == record
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b"\xff\xfe{}", "not_utf8"),
+        (b"{'single': 'quotes'}", "not_json"),
+        (b'{"a": 1} trailing', "not_json"),
+        (b"[1, 2]", "not_object"),
+        (b'"a string"', "not_object"),
+        (b"null", "not_object"),
+        (b"   ", "empty_line"),
+    ],
+)
+def test_malformed_lines_have_a_reason(raw, reason):
+    with pytest.raises(MalformedRecord) as caught:
+        parse_record(raw)
+    assert caught.value.reason == reason
+
+
+def test_dead_letter_keeps_the_raw_payload():
+    assert dead_letter_entry("f.jsonl", b"oops", "not_json", "e")["raw"] == "oops"
+    binary = dead_letter_entry("f.jsonl", b"\xff\x00", "not_utf8", "e")
+    assert binary["raw"] is None and binary["raw_base64"] == "/wA="
