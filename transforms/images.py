@@ -12,7 +12,6 @@ import io
 import os
 import urllib.error
 import urllib.request
-import warnings
 from typing import Optional
 
 import numpy as np
@@ -103,20 +102,16 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> 
     if not data:
         raise InputError(errors.IMAGE_UNDECODABLE, "the image file is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise InputError(
-                    errors.IMAGE_TOO_LARGE, f"{width}x{height} pixels is over the {max_pixels}-pixel limit"
-                )
-            image.seek(0)
-            image.load()
-            return _to_rgb(image)
+        image = Image.open(io.BytesIO(data))  # reads the header only
+        width, height = image.size
+        if width * height > max_pixels:
+            raise InputError(errors.IMAGE_TOO_LARGE, f"{width}x{height} pixels is over the {max_pixels}-pixel limit")
+        image.seek(0)
+        image.load()
+        return _to_rgb(image)
     except InputError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise InputError(errors.IMAGE_TOO_LARGE, str(exc)) from None
     except UnidentifiedImageError:
         raise InputError(errors.IMAGE_UNDECODABLE, "not an image format Pillow can read") from None
