@@ -12,7 +12,7 @@ from PIL import Image
 GOOD_KINDS = (
     "rgb.jpg", "rgb.png", "rgba.png", "la.png", "palette.gif", "animated.gif", "cmyk.jpg", "bilevel.png",
     "grey.png", "grey.webp", "rgb.bmp", "rgb.tiff", "tiny_1x1.png", "wide_1000x12.png", "large_1800x1200.jpg",
-    "palette_transparent.png",
+    "palette_transparent.png", "grey16.png",
 )
 
 
@@ -53,14 +53,9 @@ def write_good_images(folder: Path) -> dict[str, Path]:
     transparent = Image.fromarray(_pattern(32, 32, 16)).convert("P", palette=Image.Palette.ADAPTIVE)
     transparent.info["transparency"] = 0
     transparent.save(paths["palette_transparent.png"], transparency=0)
+    # 16-bit greyscale (Pillow mode I;16) holding 8-bit values, as many scanners and converters write it.
+    Image.fromarray(_pattern(48, 40, 17)[:, :, 0].astype(np.uint16)).save(paths["grey16.png"])
     return paths
-
-
-def write_sixteen_bit_grey(path: Path) -> Path:
-    """A 16-bit greyscale PNG (Pillow mode I;16) spanning the full 0..65535 range."""
-    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
-    Image.fromarray(ramp).save(path)
-    return path
 
 
 def write_bad_images(folder: Path) -> dict[str, Path]:

@@ -1,5 +1,6 @@
 """Every way a record's image or text can be bad gives a reason code; good images of every kind decode."""
 
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -7,7 +8,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import torch
-from corpus import write_sixteen_bit_grey
 from PIL import Image
 
 from transforms import input_errors as errors
@@ -33,6 +33,14 @@ def http_server(good_images):
             elif self.path == "/slow.png":
                 time.sleep(3)
                 self._send(200, png)
+            elif self.path == "/drip.png":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(png)))
+                self.end_headers()
+                for byte in png[:40]:  # one byte every 0.1 s: each read is quick, the whole is not
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.1)
             elif self.path == "/declared-huge.png":
                 self.send_response(200)
                 self.send_header("Content-Length", str(10**10))
@@ -123,6 +131,7 @@ def test_relative_paths_resolve_against_image_root(good_images):
         ("/missing.png", errors.IMAGE_NOT_FOUND),
         ("/error.png", errors.IMAGE_UNREADABLE),
         ("/slow.png", errors.IMAGE_UNREADABLE),
+        ("/drip.png", errors.IMAGE_UNREADABLE),
         ("/declared-huge.png", errors.IMAGE_TOO_LARGE),
         ("/undeclared-big.png", errors.IMAGE_TOO_LARGE),
     ],
@@ -158,12 +167,31 @@ def test_animation_uses_the_first_frame(good_images):
     assert not np.array_equal(np.asarray(decoded), np.asarray(last))
 
 
-def test_sixteen_bit_grey_is_scaled_not_clipped_to_white(tmp_path):
-    path = write_sixteen_bit_grey(tmp_path / "grey16.png")
-    assert Image.open(path).mode == "I;16"
-    pixels = np.asarray(decode_image(path.read_bytes()))[:, :, 0]
-    assert pixels.min() == 0 and pixels.max() == 255
-    assert 100 < pixels.mean() < 155, "a full-range ramp must stay mid-grey on average"
+def test_sixteen_bit_grey_converts_exactly_like_pillow(good_images):
+    assert Image.open(good_images["grey16.png"]).mode == "I;16"
+    decoded = np.asarray(decode_image(good_images["grey16.png"].read_bytes()))
+    assert np.array_equal(decoded, np.asarray(Image.open(good_images["grey16.png"]).convert("RGB")))
+    assert decoded.std() > 10, "8-bit values stored as 16 bits must keep their picture"
+
+
+def test_fifo_and_devices_are_refused_without_blocking(preparer, tmp_path):
+    fifo = tmp_path / "image.fifo"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    assert _reason(preparer, {"image_path": str(fifo), "text": "x"}) == errors.IMAGE_UNREADABLE
+    assert _reason(preparer, {"image_path": "/dev/zero", "text": "x"}) == errors.IMAGE_UNREADABLE
+    assert time.monotonic() - started < 5
+
+
+def test_symlink_to_an_image_is_followed(preparer, tmp_path, good_images):
+    (tmp_path / "link.png").symlink_to(good_images["rgb.png"])
+    assert preparer.load_image({"image_path": str(tmp_path / "link.png")}).shape == (3, 32, 32)
+
+
+def test_extreme_aspect_ratio_is_too_large_not_out_of_memory(tmp_path):
+    Image.new("L", (2, 100_000), 128).save(tmp_path / "sliver.png")  # resizes to 336 x 16.8 M pixels
+    preparer = PairPreparer(image_resolution=336, context_length=248)
+    assert _reason(preparer, {"image_path": str(tmp_path / "sliver.png"), "text": "x"}) == errors.IMAGE_TOO_LARGE
 
 
 def test_read_image_bytes_unknown_scheme_is_unreadable():

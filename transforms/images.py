@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import io
 import os
+import stat
+import time
 import urllib.error
 import urllib.request
 from typing import Optional
 
-import numpy as np
 import torch
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image, UnidentifiedImageError
@@ -24,11 +25,8 @@ from transforms import input_errors as errors
 from transforms.input_errors import InputError
 
 DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
-DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb warning level
 DEFAULT_HTTP_TIMEOUT_SECS = 30.0
-
-_HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-
 
 def resolve_image_location(location: object, image_root: Optional[str]) -> str:
     """Validates the record's image field and joins a relative path to `image_root`."""
@@ -51,36 +49,56 @@ def read_image_bytes(
     http_timeout_secs: float = DEFAULT_HTTP_TIMEOUT_SECS,
 ) -> bytes:
     """Reads at most `max_bytes` from a local path, an http(s) URL or any Beam FileSystems URI."""
-    if location.startswith(("http://", "https://")):
+    if location[:8].lower().startswith(("http://", "https://")):
         return _read_http(location, max_bytes, http_timeout_secs)
     try:
         if _has_scheme(location):
             if not FileSystems.exists(location):
                 raise InputError(errors.IMAGE_NOT_FOUND, f"{location} does not exist")
-            stream = FileSystems.open(location, compression_type="uncompressed")
+            with FileSystems.open(location, compression_type="uncompressed") as stream:
+                data = stream.read(max_bytes + 1)
         else:
-            stream = open(location, "rb")
-        with stream:
-            data = stream.read(max_bytes + 1)
+            data = _read_local(location, max_bytes)
     except InputError:
         raise
     except FileNotFoundError:
         raise InputError(errors.IMAGE_NOT_FOUND, f"{location} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(errors.IMAGE_UNREADABLE, f"{location} is a directory, not an image file") from None
     except Exception as exc:  # permissions, network file systems, bad URIs: all per-record failures
         raise InputError(errors.IMAGE_UNREADABLE, f"cannot read {location}: {exc}") from None
     return _within_limit(data, location, max_bytes)
 
 
+def _read_local(path: str, max_bytes: int) -> bytes:
+    """Reads a regular file; FIFOs, devices and directories are refused without blocking on them."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as stream:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise InputError(errors.IMAGE_UNREADABLE, f"{path} is a directory, not an image file")
+        if not stat.S_ISREG(mode):
+            raise InputError(errors.IMAGE_UNREADABLE, f"{path} is not a regular file")
+        return stream.read(max_bytes + 1)
+
+
 def _read_http(url: str, max_bytes: int, timeout: float) -> bytes:
+    """GETs at most `max_bytes`; `timeout` bounds the whole fetch, not only each socket operation."""
+    deadline = time.monotonic() + timeout
     request = urllib.request.Request(url, headers={"User-Agent": "longclip-beam"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise InputError(errors.IMAGE_TOO_LARGE, f"{url} is {declared} bytes, over the {max_bytes}-byte limit")
-            data = response.read(max_bytes + 1)
+            chunks, size = [], 0
+            while size <= max_bytes:
+                if time.monotonic() > deadline:
+                    raise InputError(errors.IMAGE_UNREADABLE, f"GET {url} took longer than {timeout:g} s")
+                chunk = response.read1(min(1 << 16, max_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            data = b"".join(chunks)
     except InputError:
         raise
     except urllib.error.HTTPError as exc:
@@ -98,7 +116,11 @@ def _within_limit(data: bytes, location: str, max_bytes: int) -> bytes:
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decodes the first frame of any Pillow-readable image into RGB, refusing decompression bombs."""
+    """Decodes the first frame of any Pillow-readable image and converts it with `convert("RGB")`.
+
+    The pixel limit is checked from the header, before any pixel is decoded. Pillow's own
+    decompression-bomb error (at twice its 89.5 Mpixel warning level) caps any higher limit.
+    """
     if not data:
         raise InputError(errors.IMAGE_UNDECODABLE, "the image file is empty")
     try:
@@ -107,8 +129,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> 
         if width * height > max_pixels:
             raise InputError(errors.IMAGE_TOO_LARGE, f"{width}x{height} pixels is over the {max_pixels}-pixel limit")
         image.seek(0)
-        image.load()
-        return _to_rgb(image)
+        return image.convert("RGB")
     except InputError:
         raise
     except Image.DecompressionBombError as exc:
@@ -116,31 +137,32 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> 
     except UnidentifiedImageError:
         raise InputError(errors.IMAGE_UNDECODABLE, "not an image format Pillow can read") from None
     except Exception as exc:  # truncated files, corrupt streams, unsupported modes
-        raise InputError(errors.IMAGE_UNDECODABLE, f"cannot decode the image: {exc}") from None
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """`convert("RGB")`, except that 16-bit and float greyscale are scaled, not clipped to white."""
-    if image.mode in _HIGH_BIT_DEPTH_MODES:
-        pixels = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(pixels / 257.0, 0, 255).round().astype(np.uint8), mode="L")
-    elif image.mode == "F":
-        pixels = np.asarray(image, dtype=np.float64)
-        scale = 255.0 if pixels.size and np.nanmax(pixels) <= 1.0 else 1.0
-        image = Image.fromarray(np.clip(np.nan_to_num(pixels * scale), 0, 255).round().astype(np.uint8), mode="L")
-    return image.convert("RGB")
+        raise InputError(errors.IMAGE_UNDECODABLE, f"cannot decode the image: {type(exc).__name__}: {exc}") from None
 
 
 class ImagePreprocessor:
-    """LongCLIP's `_transform(n_px)` up to the uint8 tensor: shorter side to n_px (bicubic), centre crop."""
+    """LongCLIP's `_transform(n_px)` up to the uint8 tensor: shorter side to n_px (bicubic), centre crop.
 
-    def __init__(self, resolution: int):
+    An extreme aspect ratio would make the resized intermediate huge (2x100000 pixels resizes to
+    336x16.8M), so the resized size is held to the same pixel limit as decoded images.
+    """
+
+    def __init__(self, resolution: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.resolution = resolution
+        self.max_pixels = max_pixels
         self._resize = Resize(resolution, interpolation=InterpolationMode.BICUBIC)
         self._crop = CenterCrop(resolution)
         self._to_tensor = PILToTensor()
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        short, long = sorted(image.size)
+        resized_long = int(self.resolution * long / short)
+        if self.resolution * resized_long > self.max_pixels:
+            raise InputError(
+                errors.IMAGE_TOO_LARGE,
+                f"a {image.size[0]}x{image.size[1]} image resizes to {self.resolution}x{resized_long}, "
+                f"over the {self.max_pixels}-pixel limit (aspect ratio too extreme)",
+            )
         return self._to_tensor(self._crop(self._resize(image)))
 
 

@@ -46,7 +46,7 @@ class PairPreparer:
         self.max_image_pixels = max_image_pixels
         self.http_timeout_secs = http_timeout_secs
         self._tokenizer = LongCLIPTokenizer(context_length)
-        self._preprocess = images.ImagePreprocessor(image_resolution)
+        self._preprocess = images.ImagePreprocessor(image_resolution, max_image_pixels)
 
     def tokenize_text(self, record: Mapping[str, Any]) -> TokenizedText:
         text = record.get(self.text_key)
@@ -66,5 +66,7 @@ class PairPreparer:
         image = images.decode_image(data, max_pixels=self.max_image_pixels)
         try:
             return self._preprocess(image)
+        except InputError:
+            raise
         except Exception as exc:  # e.g. degenerate sizes Pillow cannot resample
             raise InputError(errors.IMAGE_UNDECODABLE, f"cannot preprocess {location}: {exc}") from None
