@@ -16,6 +16,11 @@ NOT_UTF8 = "not_utf8"
 NOT_JSON = "not_json"
 NOT_OBJECT = "not_object"
 EMPTY_LINE = "empty_line"
+TOO_DEEP = "too_deep"
+BAD_UNICODE = "bad_unicode"
+
+# Deeper records break Python's JSON parser and Beam's pickling (both recurse), stopping the job.
+MAX_NESTING = 64
 
 
 def dead_letter_entry(source: str, raw: bytes, reason: str, error: str) -> dict:
@@ -42,9 +47,32 @@ def parse_record(raw: Union[bytes, str]) -> dict:
         record = json.loads(raw)
     except ValueError as exc:
         raise MalformedRecord(NOT_JSON, str(exc)) from None
+    except RecursionError:
+        raise MalformedRecord(TOO_DEEP, f"nested deeper than {MAX_NESTING} levels") from None
     if not isinstance(record, dict):
         raise MalformedRecord(NOT_OBJECT, f"expected a JSON object, got {type(record).__name__}")
+    _check_values(record)
     return record
+
+
+def _check_values(record: dict) -> None:
+    """Refuses what later steps cannot carry: deep nesting, and lone surrogates (`"\\ud800"`), which
+    JSON allows but UTF-8 cannot encode."""
+    stack = [(record, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise MalformedRecord(TOO_DEEP, f"nested deeper than {MAX_NESTING} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            for text in (key, item):
+                if isinstance(text, str) and not text.isascii():
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError as exc:
+                        raise MalformedRecord(BAD_UNICODE, f"a string holds an unpaired surrogate: {exc}") from None
+            if isinstance(item, (dict, list)):
+                stack.append((item, depth + 1))
 
 
 class MalformedRecord(ValueError):

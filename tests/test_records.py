@@ -1,5 +1,7 @@
 """Parsing JSONL lines: records, or a dead-letter reason, never an exception."""
 
+import json
+
 import pytest
 
 from pipeline.records import MalformedRecord, dead_letter_entry, parse_record
@@ -11,6 +13,8 @@ from pipeline.records import MalformedRecord, dead_letter_entry, parse_record
         (b'{"a": 1}', {"a": 1}),
         (b'\xef\xbb\xbf{"a": "caf\xc3\xa9"}', {"a": "café"}),  # UTF-8 byte-order mark on the first line
         (b'  {"a": [1, {"b": null}]}  ', {"a": [1, {"b": None}]}),
+        (b'{"a": ' + b"[" * 60 + b"]" * 60 + b"}", {"a": json.loads("[" * 60 + "]" * 60)}),
+        (b'{"emoji": "\\ud83d\\ude00"}', {"emoji": "\U0001f600"}),  # a proper surrogate pair is fine
     ],
 )
 def test_objects_parse(raw, record):
@@ -27,6 +31,10 @@ def test_objects_parse(raw, record):
         (b'"a string"', "not_object"),
         (b"null", "not_object"),
         (b"   ", "empty_line"),
+        (b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", "too_deep"),  # RecursionError in the parser
+        (b'{"a": ' + b"[" * 500 + b"]" * 500 + b"}", "too_deep"),  # parses, but Beam cannot pickle it
+        (b'{"text": "\\ud800 cat"}', "bad_unicode"),
+        (b'{"\\udfff": 1}', "bad_unicode"),
     ],
 )
 def test_malformed_lines_have_a_reason(raw, reason):
