@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Optional, Sequence
 
 import apache_beam as beam
@@ -16,18 +15,18 @@ from pipeline import records
 from pipeline.options import ScoreLongCLIPOptions
 from pipeline.sinks import WriteJsonLines
 from transforms import CheckpointFormatError, CheckpointNotFoundError, ScoreLongCLIP, resolve_checkpoint
-from transforms.longclip_model import read_architecture
+from transforms.longclip_model import pick_device, read_architecture
 from transforms import score as score_transform
 
 # The default DirectRunner first tries to download Prism, which fails offline.
 DEFAULT_LOCAL_RUNNER = "FnApiRunner"
-_LOGGER = logging.getLogger(__name__)
 
 
 def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
     """Parses our flags (so `--help` and bad values fail early and clearly) plus every Beam option."""
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
+        allow_abbrev=False,  # Beam's own parsing does not expand abbreviations: both must agree
         description="Score image/long-caption alignment with LongCLIP on Apache Beam.",
         epilog="Every standard Beam pipeline option (--runner, --project, --region, --temp_location, ...) "
         f"is accepted too. Without --runner the job runs locally on the {DEFAULT_LOCAL_RUNNER}.",
@@ -39,16 +38,24 @@ def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
     if known.min_batch_size < 1 or known.max_batch_size < known.min_batch_size:
         parser.error("need 1 <= --min_batch_size <= --max_batch_size")
     options = PipelineOptions(argv)
+    unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
+    if unknown:
+        parser.error(f"unknown flag(s) {', '.join('--' + name for name in sorted(unknown))}: "
+                     "neither this job's nor a Beam pipeline option")
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
         standard.runner = DEFAULT_LOCAL_RUNNER
     if standard.runner in StandardOptions.LOCAL_RUNNERS:
-        _check_model(parser, known.model)
+        _check_locally(parser, known.model, known.device)
     return options
 
 
-def _check_model(parser: argparse.ArgumentParser, model: str) -> None:
-    """Locally the workers share this machine's cache, so a bad --model fails here, before the job starts."""
+def _check_locally(parser: argparse.ArgumentParser, model: str, device: Optional[str]) -> None:
+    """Local workers run on this machine, so a bad --model or --device fails here, before the job starts."""
+    try:
+        pick_device(device)
+    except RuntimeError as exc:  # unknown device strings and CUDA requested where there is none
+        parser.error(f"--device: {exc}")
     try:
         read_architecture(resolve_checkpoint(model))
     except (CheckpointNotFoundError, CheckpointFormatError) as exc:

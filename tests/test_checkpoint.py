@@ -51,9 +51,11 @@ def test_folder_without_checkpoint_says_what_it_holds(tmp_path):
         pick_checkpoint_in_folder(tmp_path)
 
 
-def test_unknown_model_string_explains_accepted_forms():
-    with pytest.raises(CheckpointNotFoundError, match="Hugging Face Hub id"):
-        resolve_checkpoint("no/such/local/file.pt")
+@pytest.mark.parametrize("model", ["no/such/local/file.pt", "checkpoints/longclip-L.pt", "tests/no-such-model"])
+def test_missing_local_path_is_not_mistaken_for_a_hub_id(model):
+    # "checkpoints/longclip-L.pt" has the owner/name shape of a Hub id, but is a mistyped file.
+    with pytest.raises(CheckpointNotFoundError, match="is not an existing file or folder"):
+        resolve_checkpoint(model)
 
 
 def test_hub_id_offline_without_cache_says_how_to_pass_a_local_file(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,30 @@ from test_model import CAPTIONS
 from pipeline import run, summarize
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MALFORMED_LINES = [b"not json at all", b"[1, 2, 3]", b"42", b"", b"\xff\xfe\x00 latin-1 caf\xe9", b'{"unterminated": ']
+MALFORMED_LINES = {
+    b"not json at all": "not_json",
+    b"[1, 2, 3]": "not_object",
+    b"42": "not_object",
+    b"": "empty_line",
+    b"\xff\xfe\x00 latin-1 caf\xe9": "not_utf8",
+    b'{"unterminated": ': "not_json",
+    b'{"id": "deep", "text": "a cat", "a": ' + b"[" * 3000 + b"]" * 3000 + b"}": "too_deep",
+    b'{"id": "pickle-deep", "text": "a cat", "a": ' + b"[" * 500 + b"]" * 500 + b"}": "too_deep",
+    b'{"id": "surrogate", "image_path": "rgb.png", "text": "\\ud800 cat"}': "bad_unicode",
+}
+BAD_ROW_REASONS = {
+    "bad/corrupt.jpg": "image_undecodable",
+    "bad/truncated.jpg": "image_undecodable",
+    "bad/empty.png": "image_undecodable",
+    "bad/text_as.png": "image_undecodable",
+    "bad/a_directory.jpg": "image_unreadable",
+    "bad/bomb.png": "image_too_large",
+    "empty-text": "text_empty",
+    "null-text": "text_missing",
+    "number-text": "text_wrong_type",
+    "no-image": "image_missing",
+    "missing-file": "image_not_found",
+}
 
 
 def _write_corpus(path: Path, good_images, bad_images) -> list:
@@ -31,7 +55,7 @@ def _write_corpus(path: Path, good_images, bad_images) -> list:
         {"id": "no-image", "text": "a cat"},
         {"id": "missing-file", "image_path": "nope.png", "text": "a cat"},
     ]
-    raw = [json.dumps(line, ensure_ascii=False).encode() for line in lines] + MALFORMED_LINES
+    raw = [json.dumps(line, ensure_ascii=False).encode() for line in lines] + list(MALFORMED_LINES)
     path.write_bytes(b"\n".join(raw) + b"\n")
     return lines
 
@@ -58,20 +82,18 @@ def test_cli_accounts_for_every_line_with_exact_scores(tmp_path, longclip_checkp
 
     worst = 0.0
     for out in scored:
-        good = out["id"].split("/")[0] in good_images and out.get("text") in CAPTIONS.values()
-        if good:
+        if out["id"] in BAD_ROW_REASONS:
+            assert out["longclip_score"] == 0.0
+            assert out["longclip_score_error"].split(":")[0] == BAD_ROW_REASONS[out["id"]], out
+        else:
             expected = reference_score(longclip_state_dict, good_images[out["image_path"]], out["text"])
             worst = max(worst, abs(out["longclip_score"] - expected))
             assert out["longclip_score_error"] is None
-        else:
-            assert out["longclip_score"] == 0.0
-            assert out["longclip_score_error"].split(":")[0] in (
-                "image_undecodable", "image_unreadable", "image_too_large", "image_not_found", "image_missing",
-                "text_empty", "text_missing", "text_wrong_type",
-            )
+            assert out["longclip_score_truncated"] == out["id"].endswith("over_248_tokens")
     assert worst < 1e-5, f"max |score - original LongCLIP| = {worst}"
+    assert len(scored) - len(BAD_ROW_REASONS) == 4 * len(good_images)
 
-    assert sorted(d["reason"] for d in dead) == sorted(["not_json", "not_object", "not_object", "empty_line", "not_utf8", "not_json"])
+    assert sorted(d["reason"] for d in dead) == sorted(MALFORMED_LINES.values())
     not_utf8 = next(d for d in dead if d["reason"] == "not_utf8")
     assert not_utf8["raw"] is None and not_utf8["raw_base64"]
     assert all(d["source"].endswith("in.jsonl") for d in dead)
@@ -96,9 +118,11 @@ def _cli(*args) -> subprocess.CompletedProcess:
 def test_help_lists_the_flags():
     done = _cli("--help")
     assert done.returncode == 0
-    for flag in ("--input", "--output", "--dead_letter", "--model", "--device", "--image_key", "--text_key",
-                 "--output_key", "--image_root", "--min_batch_size", "--max_batch_size", "--max_batch_duration_secs"):
-        assert flag in done.stdout
+    readme = (REPO_ROOT / "README.md").read_text()
+    flags = set(re.findall(r"^\s+(--[a-z_]+)", done.stdout, re.MULTILINE)) - {"--help"}
+    assert len(flags) == 16, flags
+    for flag in flags:
+        assert f"`{flag}`" in readme, f"{flag} is not documented in README.md"
 
 
 @pytest.mark.parametrize(
@@ -108,6 +132,9 @@ def test_help_lists_the_flags():
         (["--input", "x", "--output", "y", "--model", "/no/such/model.pt"], "is not an existing file"),
         (["--input", "x", "--output", "y", "--min_batch_size", "0"], "min_batch_size"),
         (["--input", "x", "--output", "y", "--max_batch_size", "many"], "invalid int value"),
+        (["--inp", "x", "--output", "y"], "--input and --output are required"),
+        (["--input", "x", "--output", "y", "--max_batchsize", "8"], "unknown flag(s) --max_batchsize"),
+        (["--input", "x", "--output", "y", "--device", "tpu"], "--device: 'tpu' is not a torch device"),
     ],
 )
 def test_bad_flags_fail_with_a_clear_message(args, message):

@@ -54,12 +54,17 @@ def _resolve(model: str, cache_dir: str) -> Path:
         return pick_checkpoint_in_folder(local)
     if "://" in model:
         return _copy_to_cache(model, cache_dir)
-    if _HUB_REPO_ID.match(model):
+    if _HUB_REPO_ID.match(model) and not _looks_local(local):
         return _download_from_hub(model)
     raise CheckpointNotFoundError(
         f"model {model!r} is not an existing file or folder, a gs:// (or other Beam FileSystems) URI, "
         f"or a Hugging Face Hub id like {DEFAULT_MODEL!r}"
     )
+
+
+def _looks_local(path: Path) -> bool:
+    """`models/longclip-L.pt` is a missing file, not a Hub repo, and so is `runs/x` when `runs/` exists."""
+    return path.suffix.lower() in CHECKPOINT_SUFFIXES or (path.parent.is_dir() and str(path.parent) not in ("", "."))
 
 
 def pick_checkpoint_in_folder(folder: Path) -> Path:

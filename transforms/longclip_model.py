@@ -15,7 +15,6 @@ from typing import Mapping, Optional, Sequence, Union
 
 import open_clip
 import torch
-import torch.nn.functional as F
 
 
 # LongCLIP keeps these many leading rows of the original CLIP positional table frozen.
@@ -152,7 +151,10 @@ def pick_device(device: Optional[str]) -> torch.device:
     """`None` means CUDA when available, else CPU; an explicit CUDA device that is missing is an error."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    chosen = torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{device!r} is not a torch device; pass cpu, cuda or cuda:N ({exc})") from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} was requested but CUDA is not available here; pass --device cpu")
     return chosen
