@@ -68,3 +68,10 @@ def test_bpe_cache_stays_bounded():
     first = small(" ".join(f"word{i}" for i in range(100))).ids
     assert len(small._cache) == 10
     assert small(" ".join(f"word{i}" for i in range(100))).ids == first
+
+
+def test_huge_caption_gives_the_ids_of_full_encoding_then_truncation(tokenizer):
+    text = " ".join(f"word{i} and more" for i in range(100_000))
+    full = [SOT_ID, *tokenizer.encode(text), EOT_ID]
+    expected = tuple(full[:247] + [EOT_ID])
+    assert tokenizer(text) == (expected, True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 from collections import OrderedDict
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import regex
 from open_clip.tokenizer import basic_clean, bytes_to_unicode, default_bpe, get_pairs
@@ -58,18 +58,23 @@ class LongCLIPTokenizer:
         self._cache_size = cache_size
 
     def __call__(self, text: str) -> TokenizedText:
-        ids = [SOT_ID, *self.encode(" ".join(text.split())), EOT_ID]
-        truncated = len(ids) > self.context_length
-        if truncated:
-            ids = ids[: self.context_length]
-            ids[-1] = EOT_ID
-        return TokenizedText(tuple(ids), truncated)
+        room = self.context_length - 2
+        body = self.encode(" ".join(text.split()), stop_after=room)
+        # Same ids as LongCLIP's `tokens[:context]; tokens[-1] = EOT`.
+        return TokenizedText((SOT_ID, *body[:room], EOT_ID), len(body) > room)
 
-    def encode(self, text: str) -> list[int]:
-        """BPE ids of `text` without SOT/EOT, cleaned as OpenAI's tokenizer cleans it."""
+    def encode(self, text: str, stop_after: Optional[int] = None) -> list[int]:
+        """BPE ids of `text` without SOT/EOT, cleaned as OpenAI's tokenizer cleans it.
+
+        With `stop_after`, stops once more than that many ids exist: words are encoded one at a
+        time, so the ids so far are the same, and a megabyte caption costs no more than a long one.
+        """
         text = _WHITESPACE.sub(" ", basic_clean(text)).strip().lower()
         ids: list[int] = []
-        for word in _TOKEN_PATTERN.findall(text):
+        for match in _TOKEN_PATTERN.finditer(text):
+            if stop_after is not None and len(ids) > stop_after:
+                break
+            word = match.group()
             if word in _SPECIAL_TOKENS:
                 ids.append(self._encoder[word])
                 continue
