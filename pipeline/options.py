@@ -67,5 +67,5 @@ class ScoreLongCLIPOptions(PipelineOptions):
             "--http_timeout_secs",
             type=float,
             default=images.DEFAULT_HTTP_TIMEOUT_SECS,
-            help="timeout for fetching http(s) image URLs (default: %(default)s)",
+            help="time limit for fetching one http(s) image, body included (default: %(default)s)",
         )

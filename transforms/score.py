@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
@@ -18,7 +17,6 @@ from transforms.prepare import PairPreparer, PreparedPair
 
 METRICS_NAMESPACE = "ScoreLongCLIP"
 _FAILED = "failed"
-_LOGGER = logging.getLogger(__name__)
 
 
 class ScoreLongCLIP(beam.PTransform):
