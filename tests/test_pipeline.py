@@ -111,8 +111,25 @@ def test_run_returns_counts_from_beam_metrics(tmp_path, longclip_checkpoint, goo
     assert counts["failed_text_empty"] == 1 and counts["dead_lettered_not_json"] == 1 and counts["truncated"] == 1
 
 
+def test_two_worker_processes_share_one_model(tmp_path, longclip_checkpoint, good_images):
+    lines = [{"id": i, "image_path": str(good_images[name]), "text": CAPTIONS["around_77_tokens"]}
+             for i, name in enumerate(sorted(good_images) * 8)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    loads, scores = {}, {}
+    for shared in (False, True):
+        prefix = tmp_path / f"shared-{shared}" / "scored"
+        done = _cli("--input", str(tmp_path / "in.jsonl"), "--output", str(prefix), "--model", str(longclip_checkpoint),
+                    "--max_batch_size", "4", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing",
+                    *(["--share_model_across_processes"] if shared else []))
+        assert done.returncode == 0, done.stderr[-3000:]
+        loads[shared] = done.stderr.count("Loaded LongCLIP checkpoint")
+        scores[shared] = {r["id"]: r["longclip_score"] for r in _read_jsonl(prefix)}
+    assert loads == {False: 2, True: 1}, "each worker process loads its own model unless shared"
+    assert scores[True] == pytest.approx(scores[False], abs=1e-6) and len(scores[True]) == len(lines)
+
+
 def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_help_lists_the_flags():
