@@ -7,7 +7,7 @@ MODEL ?= BeichenZhang/LongCLIP-L-336px
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test clean
+.PHONY: venv demo lint test clean
 
 venv: $(VENV)/.installed
 
@@ -21,7 +21,11 @@ demo: venv
 	$(PY) -m pipeline --input examples/captions.jsonl --image_root examples --output $(DEMO_OUT)/scored --model "$(MODEL)"
 	@echo "Scored records: $(DEMO_OUT)/scored-*.jsonl; malformed lines: $(DEMO_OUT)/scored.dead_letter-*.jsonl"
 
-test: venv
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -15,8 +15,8 @@ from pipeline import records
 from pipeline.options import ScoreLongCLIPOptions
 from pipeline.sinks import WriteJsonLines
 from transforms import CheckpointFormatError, CheckpointNotFoundError, ScoreLongCLIP, resolve_checkpoint
-from transforms.longclip_model import pick_device, read_architecture
 from transforms import score as score_transform
+from transforms.longclip_model import pick_device, read_architecture
 
 # The default DirectRunner first tries to download Prism, which fails offline.
 DEFAULT_LOCAL_RUNNER = "FnApiRunner"
@@ -40,8 +40,10 @@ def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
     options = PipelineOptions(argv)
     unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
     if unknown:
-        parser.error(f"unknown flag(s) {', '.join('--' + name for name in sorted(unknown))}: "
-                     "neither this job's nor a Beam pipeline option")
+        parser.error(
+            f"unknown flag(s) {', '.join('--' + name for name in sorted(unknown))}: "
+            "neither this job's nor a Beam pipeline option"
+        )
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
         standard.runner = DEFAULT_LOCAL_RUNNER

@@ -50,10 +50,9 @@ def gcs_bucket(tmp_path_factory):
 
     The environment is set for this process and inherited by the subprocesses tests start.
     """
+    from emulators import start_gcs_emulator
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
-
-    from emulators import start_gcs_emulator
 
     process, endpoint = start_gcs_emulator(tmp_path_factory.mktemp("gcs") / "emulator.log")
     saved = {key: os.environ.get(key) for key in ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK")}

@@ -10,9 +10,23 @@ from PIL import Image
 
 # Good images whose original-LongCLIP preprocessing is `Image.open(p).convert("RGB")`.
 GOOD_KINDS = (
-    "rgb.jpg", "rgb.png", "rgba.png", "la.png", "palette.gif", "animated.gif", "cmyk.jpg", "bilevel.png",
-    "grey.png", "grey.webp", "rgb.bmp", "rgb.tiff", "tiny_1x1.png", "wide_1000x12.png", "large_1800x1200.jpg",
-    "palette_transparent.png", "grey16.png",
+    "rgb.jpg",
+    "rgb.png",
+    "rgba.png",
+    "la.png",
+    "palette.gif",
+    "animated.gif",
+    "cmyk.jpg",
+    "bilevel.png",
+    "grey.png",
+    "grey.webp",
+    "rgb.bmp",
+    "rgb.tiff",
+    "tiny_1x1.png",
+    "wide_1000x12.png",
+    "large_1800x1200.jpg",
+    "palette_transparent.png",
+    "grey16.png",
 )
 
 

@@ -39,8 +39,13 @@ def test_gs_model_is_copied_once_into_the_cache(gcs_bucket, longclip_checkpoint,
     assert cached.read_bytes() == longclip_checkpoint.read_bytes()
     first_copy = cached.stat().st_mtime_ns
     # A fresh process (another SDK worker) reuses the copy instead of downloading again.
-    code = "import sys; from transforms.checkpoint import resolve_checkpoint; print(resolve_checkpoint(sys.argv[1], sys.argv[2]))"
-    done = subprocess.run([sys.executable, "-c", code, uri, str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; from transforms.checkpoint import resolve_checkpoint; "
+        "print(resolve_checkpoint(sys.argv[1], sys.argv[2]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, uri, str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert Path(done.stdout.strip()) == cached and cached.stat().st_mtime_ns == first_copy
 
@@ -54,16 +59,39 @@ def test_pipeline_reads_and_writes_gs(gcs_bucket, longclip_checkpoint, longclip_
     ]
     gcs_bucket.blob("job/in.jsonl").upload_from_string("\n".join(json.dumps(line) for line in lines) + "\n{broken\n")
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--input", "gs://longclip-test-bucket/job/in*.jsonl",
-         "--output", "gs://longclip-test-bucket/job/out/scored", "--image_root", "gs://longclip-test-bucket/job/images",
-         "--model", "gs://longclip-test-bucket/job/model/longclip-tiny.pt"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "--input",
+            "gs://longclip-test-bucket/job/in*.jsonl",
+            "--output",
+            "gs://longclip-test-bucket/job/out/scored",
+            "--image_root",
+            "gs://longclip-test-bucket/job/images",
+            "--model",
+            "gs://longclip-test-bucket/job/model/longclip-tiny.pt",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "LONGCLIP_CACHE_DIR": str(tmp_path / "cache")},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     blobs = {blob.name: blob for blob in gcs_bucket.list_blobs(prefix="job/out/")}
-    scored = [json.loads(line) for name, blob in blobs.items() if name.startswith("job/out/scored-") for line in blob.download_as_text().splitlines()]
-    dead = [json.loads(line) for name, blob in blobs.items() if name.startswith("job/out/scored.dead_letter-") for line in blob.download_as_text().splitlines()]
+    scored = [
+        json.loads(line)
+        for name, blob in blobs.items()
+        if name.startswith("job/out/scored-")
+        for line in blob.download_as_text().splitlines()
+    ]
+    dead = [
+        json.loads(line)
+        for name, blob in blobs.items()
+        if name.startswith("job/out/scored.dead_letter-")
+        for line in blob.download_as_text().splitlines()
+    ]
     assert len(scored) == 2 and len(dead) == 1 and dead[0]["reason"] == "not_json"
     by_path = {record["image_path"]: record for record in scored}
     expected = reference_score(longclip_state_dict, good_images["rgb.jpg"], lines[0]["text"])

@@ -115,7 +115,9 @@ def test_bad_files(preparer, bad_images, name, code):
 
 def test_byte_and_pixel_limits(good_images):
     strict = PairPreparer(image_resolution=32, context_length=248, max_image_bytes=1000, max_image_pixels=10**9)
-    assert _reason(strict, {"image_path": str(good_images["large_1800x1200.jpg"]), "text": "x"}) == errors.IMAGE_TOO_LARGE
+    assert (
+        _reason(strict, {"image_path": str(good_images["large_1800x1200.jpg"]), "text": "x"}) == errors.IMAGE_TOO_LARGE
+    )
     few_pixels = PairPreparer(image_resolution=32, context_length=248, max_image_pixels=1000)
     assert _reason(few_pixels, {"image_path": str(good_images["rgb.jpg"]), "text": "x"}) == errors.IMAGE_TOO_LARGE
 
@@ -148,8 +150,20 @@ def test_http_image_equals_the_local_file(preparer, http_server, good_images):
     assert torch.equal(remote, preparer.load_image({"image_path": str(good_images["rgb.png"])}))
 
 
-@pytest.mark.parametrize("name", ["rgba.png", "la.png", "palette.gif", "cmyk.jpg", "bilevel.png", "grey.png",
-                                  "palette_transparent.png", "tiny_1x1.png", "wide_1000x12.png"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "rgba.png",
+        "la.png",
+        "palette.gif",
+        "cmyk.jpg",
+        "bilevel.png",
+        "grey.png",
+        "palette_transparent.png",
+        "tiny_1x1.png",
+        "wide_1000x12.png",
+    ],
+)
 def test_every_mode_decodes_to_rgb_like_pillow_convert(good_images, name):
     decoded = decode_image(good_images[name].read_bytes())
     assert decoded.mode == "RGB"

@@ -20,10 +20,14 @@ from transforms.tokenizer import LongCLIPTokenizer
 CAPTIONS = {
     "short": "a photo of a cat",
     "html_and_space": "  Two   dogs &amp; a\tball\non the grass ",
-    "just_over_20_tokens": "a small wooden boat with a white sail floats on a calm lake at dawn while birds fly above the trees",
+    "just_over_20_tokens": (
+        "a small wooden boat with a white sail floats on a calm lake at dawn while birds fly above the trees"
+    ),
     "around_77_tokens": " ".join(["a red kite flies high over the green hills near the old stone bridge"] * 5),
     "long_200_tokens": " ".join(f"detail number {i} is a bright blue square." for i in range(25)),
-    "over_248_tokens": " ".join(f"sentence {i} describes yet another object in the busy market scene." for i in range(40)),
+    "over_248_tokens": " ".join(
+        f"sentence {i} describes yet another object in the busy market scene." for i in range(40)
+    ),
     "unicode": "Ein Café in Zürich — 东京的夜景 🙂 naïve façade",
 }
 
@@ -89,7 +93,7 @@ def test_scores_equal_original_longclip(longclip_checkpoint, longclip_state_dict
     pixels = torch.stack([preprocess(decode_image(good_images[name].read_bytes())) for name in names])
     scores = scorer.score(pixels, [tokens.ids] * len(names))
     expected = [reference_score(longclip_state_dict, good_images[name], CAPTIONS[caption]) for name in names]
-    for name, got, want in zip(names, scores, expected):
+    for name, got, want in zip(names, scores, expected, strict=True):
         assert abs(got - want) < 1e-5, (name, got, want)
     assert len(set(round(s, 6) for s in scores)) > 1, "different images must score differently"
 

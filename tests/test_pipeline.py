@@ -43,7 +43,7 @@ BAD_ROW_REASONS = {
 def _write_corpus(path: Path, good_images, bad_images) -> list:
     """About 80 lines: every good image kind with several captions, every fault, malformed lines."""
     lines = []
-    for i, name in enumerate(sorted(good_images)):
+    for name in sorted(good_images):
         for caption in ("short", "around_77_tokens", "over_248_tokens", "unicode"):
             lines.append({"id": f"{name}/{caption}", "image_path": name, "text": CAPTIONS[caption]})
     for name in sorted(bad_images):
@@ -61,16 +61,39 @@ def _write_corpus(path: Path, good_images, bad_images) -> list:
 
 
 def _read_jsonl(prefix: Path) -> list:
-    return [json.loads(line) for shard in sorted(prefix.parent.glob(prefix.name + "-*.jsonl")) for line in shard.read_text().splitlines()]
+    return [
+        json.loads(line)
+        for shard in sorted(prefix.parent.glob(prefix.name + "-*.jsonl"))
+        for line in shard.read_text().splitlines()
+    ]
 
 
-def test_cli_accounts_for_every_line_with_exact_scores(tmp_path, longclip_checkpoint, longclip_state_dict, good_images, bad_images):
+def test_cli_accounts_for_every_line_with_exact_scores(
+    tmp_path, longclip_checkpoint, longclip_state_dict, good_images, bad_images
+):
     records = _write_corpus(tmp_path / "in.jsonl", good_images, bad_images)
     image_root = next(iter(good_images.values())).parent
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--input", str(tmp_path / "in*.jsonl"), "--output", str(tmp_path / "out" / "scored"),
-         "--model", str(longclip_checkpoint), "--image_root", str(image_root), "--max_batch_size", "16"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "--input",
+            str(tmp_path / "in*.jsonl"),
+            "--output",
+            str(tmp_path / "out" / "scored"),
+            "--model",
+            str(longclip_checkpoint),
+            "--image_root",
+            str(image_root),
+            "--max_batch_size",
+            "16",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     scored = _read_jsonl(tmp_path / "out" / "scored")
@@ -102,25 +125,50 @@ def test_cli_accounts_for_every_line_with_exact_scores(tmp_path, longclip_checkp
 
 def test_run_returns_counts_from_beam_metrics(tmp_path, longclip_checkpoint, good_images):
     (tmp_path / "in.jsonl").write_text(
-        json.dumps({"image_path": str(good_images["rgb.png"]), "text": CAPTIONS["over_248_tokens"]}) + "\nnot json\n"
-        + json.dumps({"image_path": str(good_images["rgb.png"]), "text": ""}) + "\n"
+        json.dumps({"image_path": str(good_images["rgb.png"]), "text": CAPTIONS["over_248_tokens"]})
+        + "\nnot json\n"
+        + json.dumps({"image_path": str(good_images["rgb.png"]), "text": ""})
+        + "\n"
     )
-    result = run(["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "scored"), "--model", str(longclip_checkpoint)])
+    result = run(
+        [
+            "--input",
+            str(tmp_path / "in.jsonl"),
+            "--output",
+            str(tmp_path / "scored"),
+            "--model",
+            str(longclip_checkpoint),
+        ]
+    )
     counts = summarize(result)
     assert counts["read"] == 3 and counts["scored"] == 1 and counts["failed"] == 1 and counts["dead_lettered"] == 1
     assert counts["failed_text_empty"] == 1 and counts["dead_lettered_not_json"] == 1 and counts["truncated"] == 1
 
 
 def test_two_worker_processes_share_one_model(tmp_path, longclip_checkpoint, good_images):
-    lines = [{"id": i, "image_path": str(good_images[name]), "text": CAPTIONS["around_77_tokens"]}
-             for i, name in enumerate(sorted(good_images) * 8)]
+    lines = [
+        {"id": i, "image_path": str(good_images[name]), "text": CAPTIONS["around_77_tokens"]}
+        for i, name in enumerate(sorted(good_images) * 8)
+    ]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     loads, scores = {}, {}
     for shared in (False, True):
         prefix = tmp_path / f"shared-{shared}" / "scored"
-        done = _cli("--input", str(tmp_path / "in.jsonl"), "--output", str(prefix), "--model", str(longclip_checkpoint),
-                    "--max_batch_size", "4", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing",
-                    *(["--share_model_across_processes"] if shared else []))
+        done = _cli(
+            "--input",
+            str(tmp_path / "in.jsonl"),
+            "--output",
+            str(prefix),
+            "--model",
+            str(longclip_checkpoint),
+            "--max_batch_size",
+            "4",
+            "--direct_num_workers",
+            "2",
+            "--direct_running_mode",
+            "multi_processing",
+            *(["--share_model_across_processes"] if shared else []),
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         loads[shared] = done.stderr.count("Loaded LongCLIP checkpoint")
         scores[shared] = {r["id"]: r["longclip_score"] for r in _read_jsonl(prefix)}
@@ -129,7 +177,9 @@ def test_two_worker_processes_share_one_model(tmp_path, longclip_checkpoint, goo
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_help_lists_the_flags():

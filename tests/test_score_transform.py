@@ -41,7 +41,9 @@ def _corpus(good_images, bad_images):
     records = []
     for name in sorted(good_images):
         for caption in sorted(CAPTIONS):
-            records.append({"id": len(records), "image_path": name, "text": CAPTIONS[caption], "extra": [1, {"k": name}]})
+            records.append(
+                {"id": len(records), "image_path": name, "text": CAPTIONS[caption], "extra": [1, {"k": name}]}
+            )
     for name in sorted(bad_images):
         records.append({"id": len(records), "image_path": str(bad_images[name]), "text": "a cat"})
     records += [
@@ -53,10 +55,14 @@ def _corpus(good_images, bad_images):
     return records
 
 
-def test_every_record_once_with_exact_scores_or_a_reason(tmp_path, longclip_checkpoint, longclip_state_dict, good_images, bad_images):
+def test_every_record_once_with_exact_scores_or_a_reason(
+    tmp_path, longclip_checkpoint, longclip_state_dict, good_images, bad_images
+):
     records = _corpus(good_images, bad_images)
     image_root = str(next(iter(good_images.values())).parent)
-    outputs, result = _run(records, ScoreLongCLIP(str(longclip_checkpoint), image_root=image_root, max_batch_size=8), tmp_path)
+    outputs, result = _run(
+        records, ScoreLongCLIP(str(longclip_checkpoint), image_root=image_root, max_batch_size=8), tmp_path
+    )
 
     assert sorted(o["id"] for o in outputs) == [r["id"] for r in records]
     by_id = {o["id"]: o for o in outputs}
@@ -74,7 +80,11 @@ def test_every_record_once_with_exact_scores_or_a_reason(tmp_path, longclip_chec
             assert out["longclip_score"] == 0.0 and out["longclip_score_error"]
     assert worst < 1e-5, f"max |score - original LongCLIP| = {worst}"
 
-    reasons = {r["id"]: by_id[r["id"]]["longclip_score_error"].split(":")[0] for r in records if by_id[r["id"]]["longclip_score_error"]}
+    reasons = {
+        r["id"]: by_id[r["id"]]["longclip_score_error"].split(":")[0]
+        for r in records
+        if by_id[r["id"]]["longclip_score_error"]
+    }
     for name, code in BAD_IMAGE_REASONS.items():
         rid = next(r["id"] for r in records if r.get("image_path") == str(bad_images[name]))
         assert reasons[rid] == code, name
@@ -83,7 +93,10 @@ def test_every_record_once_with_exact_scores_or_a_reason(tmp_path, longclip_chec
     assert sorted(reasons.values()).count(errors.IMAGE_NOT_FOUND) == 1
     assert sorted(reasons.values()).count(errors.IMAGE_MISSING) == 1
 
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("ScoreLongCLIP"))["counters"]}
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace("ScoreLongCLIP"))["counters"]
+    }
     assert counters["scored"] + counters["failed"] == len(records)
     assert counters["failed"] == len(reasons)
     assert counters["failed_image_undecodable"] == 4
@@ -92,7 +105,9 @@ def test_every_record_once_with_exact_scores_or_a_reason(tmp_path, longclip_chec
 
 def test_custom_keys_leave_other_fields_alone(tmp_path, longclip_checkpoint, good_images):
     records = [{"img": str(good_images["rgb.jpg"]), "caption": "a photo", "score": "kept"}]
-    outputs, _ = _run(records, ScoreLongCLIP(str(longclip_checkpoint), image_key="img", text_key="caption", output_key="s"), tmp_path)
+    outputs, _ = _run(
+        records, ScoreLongCLIP(str(longclip_checkpoint), image_key="img", text_key="caption", output_key="s"), tmp_path
+    )
     (out,) = outputs
     assert out["score"] == "kept" and out["s_error"] is None and out["s_truncated"] is False
     assert 0.0 <= out["s"] <= 1.0 and not math.isnan(out["s"])

@@ -60,7 +60,7 @@ def test_literal_special_tokens_map_to_their_ids_as_in_longclip(tokenizer):
 def test_agrees_with_open_clip_on_ordinary_text(tokenizer, text):
     reference = open_clip.tokenizer.SimpleTokenizer(context_length=248)([text])[0].tolist()
     ids = list(tokenizer(text).ids)
-    assert reference[: len(ids)] == ids and not any(reference[len(ids):])
+    assert reference[: len(ids)] == ids and not any(reference[len(ids) :])
 
 
 def test_bpe_cache_stays_bounded():

@@ -119,9 +119,10 @@ def _copy_to_cache(uri: str, cache_dir: str) -> Path:
         if target.is_file() and target.stat().st_size == size:
             return target
         _LOGGER.info("Copying checkpoint %s (%d bytes) to %s", uri, size, target)
-        with FileSystems.open(uri, compression_type="uncompressed") as source, tempfile.NamedTemporaryFile(
-            dir=folder, delete=False
-        ) as partial:
+        with (
+            FileSystems.open(uri, compression_type="uncompressed") as source,
+            tempfile.NamedTemporaryFile(dir=folder, delete=False) as partial,
+        ):
             shutil.copyfileobj(source, partial, length=16 * 1024 * 1024)
         os.chmod(partial.name, 0o644)
         os.replace(partial.name, target)

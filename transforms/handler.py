@@ -37,9 +37,7 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         model_copies: Optional[int] = None,
     ):
         if min_batch_size < 1 or max_batch_size < min_batch_size:
-            raise ValueError(
-                f"need 1 <= min_batch_size <= max_batch_size, got {min_batch_size} and {max_batch_size}"
-            )
+            raise ValueError(f"need 1 <= min_batch_size <= max_batch_size, got {min_batch_size} and {max_batch_size}")
         super().__init__(
             min_batch_size=min_batch_size,
             max_batch_size=max_batch_size,
@@ -61,7 +59,7 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
     ) -> Iterable[PredictionResult]:
         images = torch.stack([pair.image for pair in batch])
         scores = model.score(images, [pair.token_ids for pair in batch])
-        return [PredictionResult(pair, score, self._model) for pair, score in zip(batch, scores)]
+        return [PredictionResult(pair, score, self._model) for pair, score in zip(batch, scores, strict=True)]
 
     def get_num_bytes(self, batch: Sequence[PreparedPair]) -> int:
         return sum(pair.image.nbytes + 8 * len(pair.token_ids) for pair in batch)

@@ -28,6 +28,7 @@ DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb warning level
 DEFAULT_HTTP_TIMEOUT_SECS = 30.0
 
+
 def resolve_image_location(location: object, image_root: Optional[str]) -> str:
     """Validates the record's image field and joins a relative path to `image_root`."""
     if location is None:

@@ -16,7 +16,6 @@ from typing import Mapping, Optional, Sequence, Union
 import open_clip
 import torch
 
-
 # LongCLIP keeps these many leading rows of the original CLIP positional table frozen.
 KEPT_POSITIONS = 20
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -48,8 +47,15 @@ class LongCLIPArchitecture:
 
     @classmethod
     def from_state_dict(cls, state_dict: StateDict) -> "LongCLIPArchitecture":
-        required = ("visual.proj", "visual.conv1.weight", "visual.positional_embedding", "positional_embedding",
-                    "token_embedding.weight", "ln_final.weight", "text_projection")
+        required = (
+            "visual.proj",
+            "visual.conv1.weight",
+            "visual.positional_embedding",
+            "positional_embedding",
+            "token_embedding.weight",
+            "ln_final.weight",
+            "text_projection",
+        )
         missing = [key for key in required if key not in state_dict]
         if missing:
             raise CheckpointFormatError(

@@ -11,7 +11,8 @@ from typing import Any, Mapping, NamedTuple, Optional
 
 import torch
 
-from transforms import images, input_errors as errors
+from transforms import images
+from transforms import input_errors as errors
 from transforms.input_errors import InputError
 from transforms.tokenizer import LongCLIPTokenizer, TokenizedText
 

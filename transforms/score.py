@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from transforms import images
 from transforms.checkpoint import DEFAULT_MODEL, resolve_checkpoint
