@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from reference_longclip import reference_score
 from test_model import CAPTIONS
 
-from pipeline import run, summarize
+from pipeline import parse_options, run, summarize
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MALFORMED_LINES = {
@@ -174,6 +175,17 @@ def test_two_worker_processes_share_one_model(tmp_path, longclip_checkpoint, goo
         scores[shared] = {r["id"]: r["longclip_score"] for r in _read_jsonl(prefix)}
     assert loads == {False: 2, True: 1}, "each worker process loads its own model unless shared"
     assert scores[True] == pytest.approx(scores[False], abs=1e-6) and len(scores[True]) == len(lines)
+
+
+def test_readme_dataflow_recipe_parses_without_contacting_anything():
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Running on Dataflow with GPUs", 1)[1]
+    command = section.split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    argv = shlex.split(command)[3:]  # drop "python -m pipeline"
+    options = parse_options(argv).get_all_options()
+    assert options["runner"] == "DataflowRunner" and options["machine_type"].startswith("g2-")
+    assert "install-nvidia-driver" in options["dataflow_service_options"][0]
+    assert options["share_model_across_processes"] and options["model"].startswith("gs://")
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
