@@ -123,7 +123,7 @@ def _attach_score(result: PredictionResult, output_key: str) -> dict:
     return _with_fields(record, output_key, float(result.inference), None, truncated)
 
 
-def _attach_error(failure: "_Failure", output_key: str) -> dict:
+def _attach_error(failure: _Failure, output_key: str) -> dict:
     Metrics.counter(METRICS_NAMESPACE, "failed").inc()
     Metrics.counter(METRICS_NAMESPACE, f"failed_{failure.code}").inc()
     return _with_fields(failure.record, output_key, 0.0, failure.error, failure.truncated)
