@@ -53,13 +53,7 @@ def read_image_bytes(
     if location[:8].lower().startswith(("http://", "https://")):
         return _read_http(location, max_bytes, http_timeout_secs)
     try:
-        if _has_scheme(location):
-            if not FileSystems.exists(location):
-                raise InputError(errors.IMAGE_NOT_FOUND, f"{location} does not exist")
-            with FileSystems.open(location, compression_type="uncompressed") as stream:
-                data = stream.read(max_bytes + 1)
-        else:
-            data = _read_local(location, max_bytes)
+        data = _read_filesystems(location, max_bytes) if _has_scheme(location) else _read_local(location, max_bytes)
     except InputError:
         raise
     except FileNotFoundError:
@@ -67,6 +61,17 @@ def read_image_bytes(
     except Exception as exc:  # permissions, network file systems, bad URIs: all per-record failures
         raise InputError(errors.IMAGE_UNREADABLE, f"cannot read {location}: {exc}") from None
     return _within_limit(data, location, max_bytes)
+
+
+def _read_filesystems(uri: str, max_bytes: int) -> bytes:
+    """Reads through Beam FileSystems; only a failed read pays the extra existence check that names it."""
+    try:
+        with FileSystems.open(uri, compression_type="uncompressed") as stream:
+            return stream.read(max_bytes + 1)
+    except Exception:
+        if not FileSystems.exists(uri):  # each scheme raises its own "not found"; this asks them all alike
+            raise FileNotFoundError(uri) from None
+        raise
 
 
 def _read_local(path: str, max_bytes: int) -> bytes:
