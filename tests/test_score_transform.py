@@ -111,3 +111,26 @@ def test_custom_keys_leave_other_fields_alone(tmp_path, longclip_checkpoint, goo
     (out,) = outputs
     assert out["score"] == "kept" and out["s_error"] is None and out["s_truncated"] is False
     assert 0.0 <= out["s"] <= 1.0 and not math.isnan(out["s"])
+
+
+def test_records_keep_their_event_time_and_window(tmp_path, longclip_checkpoint, good_images):
+    """Beam's batching stamps batches with the end of the window; scored records must not inherit that,
+    or a stream's fixed windows downstream would never close."""
+    records = [{"id": n, "image_path": str(good_images["rgb.png"]), "text": "a cat" if n % 3 else ""} for n in range(6)]
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    (
+        pipeline
+        | beam.Create(records, reshuffle=False)
+        | "Stamp" >> beam.Map(lambda record: beam.window.TimestampedValue(record, 1000 + 10 * record["id"]))
+        | "Window" >> beam.WindowInto(beam.window.FixedWindows(15))
+        | ScoreLongCLIP(str(longclip_checkpoint), max_batch_size=4)
+        | beam.Map(
+            lambda r, t=beam.DoFn.TimestampParam, w=beam.DoFn.WindowParam: json.dumps(
+                [r["id"], float(t), float(w.start), r["longclip_score_error"] is None]
+            )
+        )
+        | beam.io.WriteToText(str(tmp_path / "out"), shard_name_template="")
+    )
+    pipeline.run().wait_until_finish()
+    seen = sorted(json.loads(line) for line in (tmp_path / "out").read_text().splitlines())
+    assert seen == [[n, 1000.0 + 10 * n, 1000.0 + 10 * n - (1000 + 10 * n) % 15, bool(n % 3)] for n in range(6)]

@@ -105,7 +105,7 @@ class _PrepareDoFn(beam.DoFn):
             **self._preparer_kwargs,
         )
 
-    def process(self, record: dict):
+    def process(self, record: dict, timestamp=beam.DoFn.TimestampParam):
         truncated = False
         try:
             text = self._preparer.tokenize_text(record)
@@ -114,13 +114,17 @@ class _PrepareDoFn(beam.DoFn):
         except InputError as error:
             yield beam.pvalue.TaggedOutput(_FAILED, _Failure(record, error.code, str(error), truncated))
             return
-        yield PreparedPair(image, text.ids, (record, truncated))
+        yield PreparedPair(image, text.ids, (record, truncated, timestamp))
 
 
-def _attach_score(result: PredictionResult, output_key: str) -> dict:
-    record, truncated = result.example.context
+def _attach_score(result: PredictionResult, output_key: str) -> beam.window.TimestampedValue:
+    """Also gives the record back its own event time: Beam's batching emits every batch at the end of
+    the window, which would put scored records of a stream into a window that never closes."""
+    record, truncated, timestamp = result.example.context
     Metrics.counter(METRICS_NAMESPACE, "scored").inc()
-    return _with_fields(record, output_key, float(result.inference), None, truncated)
+    return beam.window.TimestampedValue(
+        _with_fields(record, output_key, float(result.inference), None, truncated), timestamp
+    )
 
 
 def _attach_error(failure: _Failure, output_key: str) -> dict:
