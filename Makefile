@@ -7,7 +7,10 @@ MODEL ?= BeichenZhang/LongCLIP-L-336px
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo lint test clean
+# The BigQuery API emulator the tests start; its pins clash with Beam's, so it has a venv of its own.
+BQ_VENV ?= .venv-bqemulator
+
+.PHONY: venv bqemulator demo lint test clean
 
 venv: $(VENV)/.installed
 
@@ -15,6 +18,13 @@ $(VENV)/.installed: requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+bqemulator: $(BQ_VENV)/.installed
+
+$(BQ_VENV)/.installed: tests/bqemulator-requirements.txt
+	test -x $(BQ_VENV)/bin/python || $(PYTHON) -m venv $(BQ_VENV)
+	$(BQ_VENV)/bin/python -m pip install --quiet -r tests/bqemulator-requirements.txt
 	touch $@
 
 demo: venv
@@ -25,8 +35,8 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+test: lint bqemulator
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(BQ_VENV) out .pytest_cache

@@ -13,10 +13,52 @@ class ScoreLongCLIPOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        io = parser.add_argument_group("input and output")
-        io.add_argument("--input", help="JSONL file or glob, local or gs://; one JSON object per line (required)")
-        io.add_argument("--output", help="path prefix of the scored JSONL shards, local or gs:// (required)")
-        io.add_argument("--dead_letter", help="path prefix for malformed lines (default: <output>.dead_letter)")
+        source = parser.add_argument_group("input (exactly one)")
+        source.add_argument("--input", help="JSONL file or glob, local or gs://; one JSON object per line")
+        source.add_argument(
+            "--input_subscription",
+            help="Pub/Sub subscription projects/P/subscriptions/S; each message's data is one JSON object "
+            "(needs --streaming)",
+        )
+        source.add_argument(
+            "--input_topic",
+            help="Pub/Sub topic projects/P/topics/T, read through a temporary subscription (needs --streaming)",
+        )
+        source.add_argument(
+            "--id_label", help="Pub/Sub attribute holding a unique id, for deduplication (Dataflow only)"
+        )
+        source.add_argument(
+            "--timestamp_attribute",
+            help="Pub/Sub attribute holding the event time (ms since epoch or RFC 3339; default: publish time)",
+        )
+        source.add_argument(
+            "--attributes_key",
+            help="keep each Pub/Sub message's attributes on its record, as an object under this field",
+        )
+
+        sink = parser.add_argument_group("output (at least one)")
+        sink.add_argument("--output", help="path prefix of the scored JSONL files, local or gs://")
+        sink.add_argument(
+            "--output_table",
+            help="BigQuery table PROJECT:DATASET.TABLE (or DATASET.TABLE with --project) for scored rows; "
+            "created if needed",
+        )
+        sink.add_argument(
+            "--window_seconds",
+            type=float,
+            default=60,
+            help="streaming: scored and dead-letter files are written per window of this length (default: 60)",
+        )
+        sink.add_argument(
+            "--dead_letter",
+            help="path prefix of dead-letter JSONL files (default: <output>.dead_letter, when --output is set)",
+        )
+        sink.add_argument("--dead_letter_topic", help="Pub/Sub topic projects/P/topics/T for dead-letter entries")
+        sink.add_argument(
+            "--dead_letter_table",
+            help="BigQuery table for dead-letter entries (default: <output_table>_dead_letter, "
+            "when only --output_table is set)",
+        )
 
         model = parser.add_argument_group("model")
         model.add_argument(
@@ -32,7 +74,8 @@ class ScoreLongCLIPOptions(PipelineOptions):
             "--max_batch_duration_secs",
             type=float,
             default=None,
-            help="longest time a record waits for its batch to fill (streaming; default: no bound)",
+            help="streaming on Dataflow: let batches fill across bundles, each record waiting at most this long "
+            "(default: batches never outlive a bundle, so no record waits for others)",
         )
         model.add_argument(
             "--share_model_across_processes",

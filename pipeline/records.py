@@ -1,10 +1,10 @@
-"""Parsing JSONL lines into records; anything that is not a JSON object goes to the dead letter."""
+"""Parsing JSONL lines and Pub/Sub messages into records; anything else goes to the dead letter."""
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Iterator, Union
+from typing import Iterator, Mapping, Optional, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -18,14 +18,35 @@ NOT_OBJECT = "not_object"
 EMPTY_LINE = "empty_line"
 TOO_DEEP = "too_deep"
 BAD_UNICODE = "bad_unicode"
+ATTRIBUTES_KEY_TAKEN = "attributes_key_taken"
 
 # Deeper records break Python's JSON parser and Beam's pickling (both recurse), stopping the job.
 MAX_NESTING = 64
 
 
-def dead_letter_entry(source: str, raw: bytes, reason: str, error: str) -> dict:
-    """The dead-letter record: where it came from, why, and the raw payload (base64 when not UTF-8 text)."""
-    entry = {"source": source, "reason": reason, "error": error, "raw": None, "raw_base64": None}
+def dead_letter_entry(
+    source: str,
+    raw: bytes,
+    reason: str,
+    error: str,
+    *,
+    message_id: Optional[str] = None,
+    attributes: Optional[Mapping[str, str]] = None,
+) -> dict:
+    """The dead-letter record: where it came from, why, and the raw payload (base64 when not UTF-8 text).
+
+    Every entry has the same fields, whatever its source, so one table or reader takes them all;
+    `message_id` and `attributes` are set for Pub/Sub messages only.
+    """
+    entry = {
+        "source": source,
+        "reason": reason,
+        "error": error,
+        "raw": None,
+        "raw_base64": None,
+        "message_id": message_id,
+        "attributes": dict(attributes) if attributes is not None else None,
+    }
     try:
         entry["raw"] = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -102,3 +123,57 @@ class _ParseDoFn(beam.DoFn):
             Metrics.counter(METRICS_NAMESPACE, "dead_lettered").inc()
             Metrics.counter(METRICS_NAMESPACE, f"dead_lettered_{bad.reason}").inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_entry(source, raw, bad.reason, bad.message))
+
+
+class ParsePubSubMessages(beam.PTransform):
+    """`PubsubMessage`s → dict records (main output) and dead-letter entries (`dead_letter`).
+
+    Args:
+      source: the subscription or topic read, named in dead-letter entries.
+      attributes_key: when set, each record gets its message's attributes as an object under this field.
+    """
+
+    def __init__(self, source: str, attributes_key: Optional[str] = None):
+        super().__init__()
+        self._source = source
+        self._attributes_key = attributes_key
+
+    def expand(self, messages: beam.PCollection):
+        return messages | "ParseJson" >> beam.ParDo(_ParseMessageDoFn(self._source, self._attributes_key)).with_outputs(
+            DEAD_LETTER, main="records"
+        )
+
+
+class _ParseMessageDoFn(beam.DoFn):
+    def __init__(self, source: str, attributes_key: Optional[str]):
+        self._source = source
+        self._attributes_key = attributes_key
+        self._read = Metrics.counter(METRICS_NAMESPACE, "read")
+
+    def process(self, message) -> Iterator:
+        self._read.inc()
+        attributes = dict(message.attributes or {})
+        try:
+            record = parse_record(message.data)
+            if self._attributes_key:
+                if self._attributes_key in record:
+                    raise MalformedRecord(
+                        ATTRIBUTES_KEY_TAKEN,
+                        f"the record already has a field {self._attributes_key!r}; choose another --attributes_key",
+                    )
+                record[self._attributes_key] = attributes
+            yield record
+        except MalformedRecord as bad:
+            Metrics.counter(METRICS_NAMESPACE, "dead_lettered").inc()
+            Metrics.counter(METRICS_NAMESPACE, f"dead_lettered_{bad.reason}").inc()
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER,
+                dead_letter_entry(
+                    self._source,
+                    message.data,
+                    bad.reason,
+                    bad.message,
+                    message_id=message.message_id,
+                    attributes=attributes,
+                ),
+            )

@@ -69,3 +69,39 @@ def gcs_bucket(tmp_path_factory):
                 os.environ[key] = value
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def restore_environ():
+    """Environment variables a test sets (emulator hosts) are undone after it."""
+    saved = dict(os.environ)
+    yield os.environ
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+GCP_PROJECT = "test-project"  # Beam checks Pub/Sub project ids: 6 to 63 characters
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory) -> str:
+    """Google's real Pub/Sub emulator on a free port; returns its host:port for PUBSUB_EMULATOR_HOST."""
+    from emulators import start_pubsub_emulator, stop
+
+    process, host = start_pubsub_emulator(tmp_path_factory.mktemp("pubsub") / "emulator.log")
+    try:
+        yield host
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory) -> str:
+    """The real BigQuery API emulator (bqemulator) on a free port; returns its URL for BIGQUERY_EMULATOR_HOST."""
+    from emulators import start_bigquery_emulator, stop
+
+    process, endpoint = start_bigquery_emulator(tmp_path_factory.mktemp("bigquery") / "emulator.log", GCP_PROJECT)
+    try:
+        yield endpoint
+    finally:
+        stop(process)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -44,3 +46,60 @@ def start_gcs_emulator(log: Path) -> tuple[subprocess.Popen, str]:
     )
     wait_for_port(port, process, log)
     return process, f"http://127.0.0.1:{port}"
+
+
+PUBSUB_EMULATOR = Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
+
+
+def start_pubsub_emulator(log: Path) -> tuple[subprocess.Popen, str]:
+    """Google's Pub/Sub emulator (apt `google-cloud-cli-pubsub-emulator`, Java), in memory; returns host:port."""
+    binary = Path(shutil.which("cloud-pubsub-emulator") or PUBSUB_EMULATOR)
+    if not binary.exists():
+        raise RuntimeError(
+            "the Pub/Sub emulator is missing: install the apt package google-cloud-cli-pubsub-emulator (and Java)"
+        )
+    port = free_port()
+    process = subprocess.Popen(
+        [str(binary), "--host=127.0.0.1", f"--port={port}"],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # the script starts java as a child: stop the whole group
+    )
+    wait_for_port(port, process, log)
+    return process, f"127.0.0.1:{port}"
+
+
+BIGQUERY_EMULATOR_VENV = Path(__file__).resolve().parent.parent / ".venv-bqemulator"
+
+
+def start_bigquery_emulator(log: Path, project: str) -> tuple[subprocess.Popen, str]:
+    """The BigQuery API emulator (PyPI `bqemulator`, DuckDB), from its own venv (`make test` builds it)."""
+    python = BIGQUERY_EMULATOR_VENV / "bin" / "python"
+    if not python.exists():
+        raise RuntimeError(f"{python} is missing: `make bqemulator` (or `make test`) installs the BigQuery emulator")
+    port = free_port()
+    home = log.parent / "home"
+    home.mkdir(exist_ok=True)  # DuckDB writes under HOME
+    process = subprocess.Popen(
+        [str(python), str(Path(__file__).with_name("bqemulator_launcher.py")), "start", "--rest-port", str(port)]
+        + ["--grpc-port", str(free_port()), "--project", project, "--log-level", "warning"],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HOME": str(home)},
+        start_new_session=True,
+    )
+    wait_for_port(port, process, log)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stops an emulator and everything it started."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -121,7 +121,7 @@ def test_cli_accounts_for_every_line_with_exact_scores(
     not_utf8 = next(d for d in dead if d["reason"] == "not_utf8")
     assert not_utf8["raw"] is None and not_utf8["raw_base64"]
     assert all(d["source"].endswith("in.jsonl") for d in dead)
-    assert f"Done: {total_lines} lines read" in done.stderr
+    assert f"Done: {total_lines} records read" in done.stderr
 
 
 def test_run_returns_counts_from_beam_metrics(tmp_path, longclip_checkpoint, good_images):
@@ -199,7 +199,7 @@ def test_help_lists_the_flags():
     assert done.returncode == 0
     readme = (REPO_ROOT / "README.md").read_text()
     flags = set(re.findall(r"^\s+(--[a-z_]+)", done.stdout, re.MULTILINE)) - {"--help"}
-    assert len(flags) == 16, flags
+    assert len(flags) == 25, flags
     for flag in flags:
         assert f"`{flag}`" in readme, f"{flag} is not documented in README.md"
 
@@ -207,11 +207,25 @@ def test_help_lists_the_flags():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--output", "x"], "--input and --output are required"),
+        (["--output", "x"], "pass exactly one of --input, --input_subscription and --input_topic"),
+        (["--input", "x"], "pass --output (files), --output_table (BigQuery), or both"),
+        (["--input", "x", "--input_topic", "projects/p/topics/t", "--output", "y"], "pass exactly one of --input"),
+        (["--input_subscription", "projects/p/subscriptions/s", "--output", "y"], "add --streaming"),
+        (
+            ["--streaming", "--input_topic", "projects/test-project/topics/t", "--output", "y", "--id_label", "id"],
+            "--id_label works on the DataflowRunner only",
+        ),
+        (
+            ["--streaming", "--input_topic", "projects/p/topics/t", "--output", "y", "--max_batch_duration_secs", "1"],
+            "--max_batch_duration_secs needs the DataflowRunner",
+        ),
+        (["--input", "x", "--output", "y", "--window_seconds", "0"], "--window_seconds must be > 0"),
+        (["--input", "x", "--output_table", "just_a_name"], "--output_table: 'just_a_name' is not PROJECT:DATASET"),
+        (["--input", "x", "--output_table", "dataset.table"], "(or DATASET.TABLE with --project)"),
         (["--input", "x", "--output", "y", "--model", "/no/such/model.pt"], "is not an existing file"),
         (["--input", "x", "--output", "y", "--min_batch_size", "0"], "min_batch_size"),
         (["--input", "x", "--output", "y", "--max_batch_size", "many"], "invalid int value"),
-        (["--inp", "x", "--output", "y"], "--input and --output are required"),
+        (["--inp", "x", "--output", "y"], "pass exactly one of --input"),
         (["--input", "x", "--output", "y", "--max_batchsize", "8"], "unknown flag(s) --max_batchsize"),
         (["--input", "x", "--output", "y", "--device", "tpu"], "--device: 'tpu' is not a torch device"),
     ],

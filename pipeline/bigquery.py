@@ -1,0 +1,216 @@
+"""Writing scored records and dead-letter entries to BigQuery, through Beam's `WriteToBigQuery`.
+
+Tables are made (or checked) with google-cloud-bigquery before the job starts, so a wrong table,
+dataset or schema fails at once and not on a worker; the job then writes with CREATE_NEVER through
+streaming inserts, in batch and streaming alike (the JSON column rules out load jobs). Rows BigQuery
+rejects come back as dead-letter entries instead of being retried forever.
+
+`BIGQUERY_EMULATOR_HOST=http://host:port` points both steps at a BigQuery API emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from datetime import datetime, timezone
+from typing import Any, Iterator, Mapping, Optional
+
+import apache_beam as beam
+from apache_beam.io.gcp import bigquery_tools
+from apache_beam.io.gcp.bigquery_tools import RetryStrategy
+from apache_beam.metrics import Metrics
+
+from pipeline import records
+
+_LOGGER = logging.getLogger(__name__)
+
+EMULATOR_HOST_VARIABLE = "BIGQUERY_EMULATOR_HOST"
+BIGQUERY_REJECTED = "bigquery_rejected"
+
+SCORED_SCHEMA: dict = {
+    "fields": [
+        {"name": "image", "type": "STRING", "mode": "NULLABLE", "description": "the record's image field"},
+        {"name": "text", "type": "STRING", "mode": "NULLABLE", "description": "the record's caption field"},
+        {"name": "score", "type": "FLOAT", "mode": "REQUIRED", "description": "clamp((cos + 1) / 2, 0, 1)"},
+        {"name": "error", "type": "STRING", "mode": "NULLABLE", "description": "<reason>: <message>, score 0.0"},
+        {"name": "truncated", "type": "BOOLEAN", "mode": "REQUIRED", "description": "caption cut at 248 tokens"},
+        {"name": "model", "type": "STRING", "mode": "REQUIRED", "description": "the --model that scored it"},
+        {"name": "scored_at", "type": "TIMESTAMP", "mode": "REQUIRED", "description": "when it was scored"},
+        {"name": "record", "type": "JSON", "mode": "REQUIRED", "description": "the whole input record"},
+    ]
+}
+
+DEAD_LETTER_SCHEMA: dict = {
+    "fields": [
+        {"name": "source", "type": "STRING", "mode": "REQUIRED"},
+        {"name": "reason", "type": "STRING", "mode": "REQUIRED"},
+        {"name": "error", "type": "STRING", "mode": "NULLABLE"},
+        {"name": "raw", "type": "STRING", "mode": "NULLABLE"},
+        {"name": "raw_base64", "type": "STRING", "mode": "NULLABLE"},
+        {"name": "message_id", "type": "STRING", "mode": "NULLABLE"},
+        {"name": "attributes", "type": "JSON", "mode": "NULLABLE"},
+        {"name": "dead_lettered_at", "type": "TIMESTAMP", "mode": "REQUIRED"},
+    ]
+}
+
+
+def scored_row(record: Mapping[str, Any], *, image_key: str, text_key: str, output_key: str, model: str) -> dict:
+    """One scored record as a row of `SCORED_SCHEMA`; the record itself goes whole into `record`."""
+    return {
+        "image": _as_text(record.get(image_key)),
+        "text": _as_text(record.get(text_key)),
+        "score": record[output_key],
+        "error": record[f"{output_key}_error"],
+        "truncated": record[f"{output_key}_truncated"],
+        "model": model,
+        "scored_at": _now(),
+        "record": to_json(record),
+    }
+
+
+def dead_letter_row(entry: Mapping[str, Any]) -> dict:
+    """One dead-letter entry as a row of `DEAD_LETTER_SCHEMA`."""
+    row = {field["name"]: entry.get(field["name"]) for field in DEAD_LETTER_SCHEMA["fields"]}
+    row["attributes"] = None if entry.get("attributes") is None else to_json(entry["attributes"])
+    row["dead_lettered_at"] = _now()
+    return row
+
+
+def to_json(value: Any) -> str:
+    """JSON text BigQuery accepts: NaN and ±Infinity (valid input to Python, not JSON) become strings."""
+    return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _as_text(value: Any) -> Optional[str]:
+    return value if value is None or isinstance(value, str) else to_json(value)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def table_reference(spec: str, project: Optional[str]):
+    """`PROJECT:DATASET.TABLE` or `DATASET.TABLE` (+ --project) → a TableReference; ValueError if neither."""
+    try:
+        reference = bigquery_tools.parse_table_reference(spec)
+    except ValueError:
+        reference = None
+    if reference is not None and not reference.projectId:
+        reference.projectId = project
+    if reference is None or not reference.projectId:
+        raise ValueError(f"{spec!r} is not PROJECT:DATASET.TABLE (or DATASET.TABLE with --project)")
+    return reference
+
+
+def client(project: str):
+    """A google-cloud-bigquery client, on the emulator when `BIGQUERY_EMULATOR_HOST` is set."""
+    from google.cloud import bigquery
+
+    endpoint = os.environ.get(EMULATOR_HOST_VARIABLE)
+    if not endpoint:
+        return bigquery.Client(project=project)
+    from google.auth.credentials import AnonymousCredentials
+
+    return bigquery.Client(
+        project=project, credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
+    )
+
+
+def ensure_table(spec: str, project: Optional[str], schema: Mapping[str, Any]) -> str:
+    """Creates the table if it is missing, or checks that it has every column of `schema` with its type.
+
+    Returns the table as `PROJECT:DATASET.TABLE`. Raises `ValueError` with the fix when it cannot be used.
+    """
+    from google.api_core import exceptions
+    from google.cloud import bigquery
+
+    reference = table_reference(spec, project)
+    bq = client(reference.projectId)
+    table_id = f"{reference.projectId}.{reference.datasetId}.{reference.tableId}"
+    try:
+        bq.get_dataset(f"{reference.projectId}.{reference.datasetId}")
+    except exceptions.NotFound:
+        raise ValueError(
+            f"BigQuery dataset {reference.projectId}:{reference.datasetId} does not exist; create it first "
+            f"(`bq mk --dataset --location=LOCATION {reference.projectId}:{reference.datasetId}`)"
+        ) from None
+    fields = [bigquery.SchemaField.from_api_repr(field) for field in schema["fields"]]
+    try:
+        existing = bq.get_table(table_id)
+    except exceptions.NotFound:
+        bq.create_table(bigquery.Table(table_id, schema=fields), exists_ok=True)
+        _LOGGER.info("Created BigQuery table %s", table_id)
+    else:
+        have = {field.name: field.field_type for field in existing.schema}
+        missing = [f"{f.name} {f.field_type}" for f in fields if _type(have.get(f.name)) != _type(f.field_type)]
+        if missing:
+            raise ValueError(
+                f"BigQuery table {table_id} exists without the column(s) {', '.join(missing)}; "
+                "pass a new table, or add the columns (see the README's BigQuery schema)"
+            )
+    return f"{reference.projectId}:{reference.datasetId}.{reference.tableId}"
+
+
+def _type(name: Optional[str]) -> Optional[str]:
+    aliases = {"FLOAT64": "FLOAT", "BOOL": "BOOLEAN", "INT64": "INTEGER"}
+    return aliases.get(name, name)
+
+
+class _EmulatorClient:
+    """What `WriteToBigQuery(test_client=...)` needs to talk to an emulator: picklable, built on first use."""
+
+    def __init__(self, endpoint: str, project: str):
+        self._endpoint = endpoint
+        self._project = project
+        self._client = None
+
+    def insert_rows_json(self, *args, **kwargs):
+        if self._client is None:
+            os.environ.setdefault(EMULATOR_HOST_VARIABLE, self._endpoint)
+            self._client = client(self._project)
+        return self._client.insert_rows_json(*args, **kwargs)
+
+    def __getstate__(self):
+        return {"_endpoint": self._endpoint, "_project": self._project, "_client": None}
+
+
+class WriteRows(beam.PTransform):
+    """Streams rows into an existing table; returns the rows BigQuery rejected, as dead-letter entries."""
+
+    def __init__(self, table: str, schema: Mapping[str, Any]):
+        super().__init__()
+        self._table = table
+        self._schema = schema
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        endpoint = os.environ.get(EMULATOR_HOST_VARIABLE)
+        project = self._table.split(":", 1)[0]
+        result = rows | "WriteToBigQuery" >> beam.io.WriteToBigQuery(
+            self._table,
+            schema=self._schema,
+            method=beam.io.WriteToBigQuery.Method.STREAMING_INSERTS,
+            create_disposition=beam.io.BigQueryDisposition.CREATE_NEVER,
+            write_disposition=beam.io.BigQueryDisposition.WRITE_APPEND,
+            insert_retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
+            test_client=_EmulatorClient(endpoint, project) if endpoint else None,
+        )
+        return result.failed_rows_with_errors | "Rejected" >> beam.FlatMap(_rejected_entry)
+
+
+def _rejected_entry(failure: tuple) -> Iterator[dict]:
+    destination, row, errors = failure
+    Metrics.counter(records.METRICS_NAMESPACE, BIGQUERY_REJECTED).inc()
+    raw = to_json(row).encode("utf-8")
+    yield records.dead_letter_entry(f"bigquery:{destination}", raw, BIGQUERY_REJECTED, to_json(errors))

@@ -1,0 +1,93 @@
+"""The BigQuery sink in batch jobs, against the real BigQuery API emulator: rows read back through the API."""
+
+import json
+import math
+import time
+
+import apache_beam as beam
+import pytest
+from conftest import GCP_PROJECT
+from google.cloud import bigquery
+
+from pipeline import bigquery as bq_sink
+from pipeline import build, parse_options, run, summarize
+from pipeline.options import ScoreLongCLIPOptions
+
+
+@pytest.fixture
+def dataset(bigquery_emulator, restore_environ):
+    restore_environ[bq_sink.EMULATOR_HOST_VARIABLE] = bigquery_emulator
+    client = bq_sink.client(GCP_PROJECT)
+    return client, client.create_dataset(f"batch_{time.monotonic_ns()}").dataset_id
+
+
+def _write_input(path, good_images):
+    records = [
+        {"id": 1, "image_path": str(good_images["rgb.png"]), "text": "a red square", "nested": {"a": [1, 2]}},
+        {"id": 2, "image_path": str(good_images["grey.png"]), "text": "x", "weird": math.nan, "big": math.inf},
+        {"id": 3, "image_path": 42, "text": "an image field that is a number"},
+        {"id": 4, "image_path": str(good_images["rgb.png"]), "text": ""},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\nnot json\n")
+    return records
+
+
+def test_batch_job_writes_every_record_to_bigquery(tmp_path, dataset, longclip_checkpoint, good_images):
+    client, name = dataset
+    records = _write_input(tmp_path / "in.jsonl", good_images)
+    args = ["--input", str(tmp_path / "in.jsonl"), "--output_table", f"{name}.scores", "--project", GCP_PROJECT]
+    counts = summarize(run(args + ["--model", str(longclip_checkpoint)]))
+    assert (counts["read"], counts["scored"], counts["failed"], counts["dead_lettered"]) == (5, 2, 2, 1)
+
+    rows = sorted((dict(r) for r in client.list_rows(f"{GCP_PROJECT}.{name}.scores")), key=lambda r: r["record"]["id"])
+    assert [r["record"]["id"] for r in rows] == [1, 2, 3, 4]
+    for row, record in zip(rows, records, strict=True):
+        kept = {key: row["record"][key] for key in record}
+        if record["id"] == 2:  # JSON has no NaN or Infinity: kept as the strings Python's json writes
+            assert (kept.pop("weird"), kept.pop("big")) == ("NaN", "Infinity")
+            record = {k: v for k, v in record.items() if k not in ("weird", "big")}
+        assert kept == record
+        assert row["score"] == row["record"]["longclip_score"] and row["model"] == str(longclip_checkpoint)
+        assert row["text"] == record["text"] and row["truncated"] is False
+    assert rows[2]["image"] == "42" and rows[2]["error"].startswith("image_wrong_type")
+    assert rows[3]["error"].startswith("text_empty") and rows[3]["score"] == 0.0
+    assert rows[0]["error"] is None and 0 < rows[0]["score"] < 1
+
+    (dead,) = client.list_rows(f"{GCP_PROJECT}.{name}.scores_dead_letter")  # the default dead letter
+    assert (dead["reason"], dead["raw"], dead["message_id"]) == ("not_json", "not json", None)
+    assert dead["source"].endswith("in.jsonl")
+
+
+def test_rows_bigquery_rejects_go_to_the_dead_letter(tmp_path, dataset, longclip_checkpoint, good_images):
+    """The table vanishes between the check at start and the writes: every row comes back as a dead letter."""
+    client, name = dataset
+    _write_input(tmp_path / "in.jsonl", good_images)
+    options = parse_options(
+        ["--input", str(tmp_path / "in.jsonl"), "--output_table", f"{GCP_PROJECT}:{name}.doomed"]
+        + ["--dead_letter", str(tmp_path / "dead"), "--model", str(longclip_checkpoint)]
+    )
+    client.delete_table(f"{GCP_PROJECT}.{name}.doomed")  # created by parse_options
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, options.view_as(ScoreLongCLIPOptions))
+    result = pipeline.run()
+    result.wait_until_finish()
+
+    dead = [json.loads(line) for shard in tmp_path.glob("dead-*.jsonl") for line in shard.read_text().splitlines()]
+    rejected = [d for d in dead if d["reason"] == "bigquery_rejected"]
+    rows = [json.loads(d["raw"]) for d in rejected]  # the row as it was sent, its record column as JSON text
+    assert sorted(json.loads(row["record"])["id"] for row in rows) == [1, 2, 3, 4]
+    assert all(d["source"] == f"bigquery:{GCP_PROJECT}:{name}.doomed" and "Not Found" in d["error"] for d in rejected)
+    assert [d["reason"] for d in dead if d not in rejected] == ["not_json"]
+    assert summarize(result)["bigquery_rejected"] == 4
+
+
+def test_an_existing_table_needs_our_columns(dataset, longclip_checkpoint, capsys):
+    client, name = dataset
+    client.create_table(bigquery.Table(f"{GCP_PROJECT}.{name}.other", schema=[bigquery.SchemaField("score", "STRING")]))
+    base = ["--input", "x", "--project", GCP_PROJECT, "--model", str(longclip_checkpoint)]
+    with pytest.raises(SystemExit):
+        parse_options(base + ["--output_table", f"{name}.other"])
+    assert "exists without the column(s) image STRING, text STRING, score FLOAT" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_options(base + ["--output_table", "no_such_dataset.t"])
+    assert "dataset test-project:no_such_dataset does not exist" in capsys.readouterr().err
