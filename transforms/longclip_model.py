@@ -166,15 +166,33 @@ def pick_device(device: Optional[str]) -> torch.device:
     return chosen
 
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parse_precision(precision: str) -> torch.dtype:
+    """The torch dtype for `fp32`, `bf16` or `fp16`; anything else is an error that lists them."""
+    try:
+        return PRECISIONS[precision]
+    except KeyError:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}") from None
+
+
 class LongCLIPScorer:
     """A LongCLIP model on one device that turns prepared batches into alignment scores.
 
     Its one public method takes and returns plain CPU data, so it also works behind Beam's
     cross-process model proxy (`share_model_across_processes`).
+
+    Exact shortcuts (fp32 scores unchanged): each text runs only up to its EOT position, identical
+    token sequences are encoded once, and an image row shared by several pairs is encoded once.
+    `precision` other than fp32 casts the weights (meant for GPUs; scores then deviate slightly).
     """
 
-    def __init__(self, model: open_clip.CLIP, device: torch.device):
-        self.model = model.to(device)
+    def __init__(self, model: open_clip.CLIP, device: torch.device, precision: str = "fp32"):
+        if model.text_pool_type != "argmax":
+            raise ValueError(f"expected EOT (argmax) text pooling as in LongCLIP, got {model.text_pool_type!r}")
+        self.dtype = parse_precision(precision)
+        self.model = model.to(device=device, dtype=self.dtype)
         self.device = device
         self.context_length: int = model.context_length
         self.image_resolution: int = model.visual.image_size[0]
@@ -182,29 +200,76 @@ class LongCLIPScorer:
         self._std = torch.tensor(OPENAI_CLIP_STD, device=device).view(1, 3, 1, 1)
 
     @classmethod
-    def from_checkpoint(cls, path: Union[str, Path], device: Optional[str] = None) -> "LongCLIPScorer":
+    def from_checkpoint(
+        cls, path: Union[str, Path], device: Optional[str] = None, precision: str = "fp32"
+    ) -> "LongCLIPScorer":
         chosen = pick_device(device)
         model = build_model(load_state_dict(path))
-        _LOGGER.info("Loaded LongCLIP checkpoint %s on %s", path, chosen)
-        return cls(model, chosen)
+        _LOGGER.info("Loaded LongCLIP checkpoint %s on %s in %s", path, chosen, precision)
+        return cls(model, chosen, precision)
 
-    def score(self, images: torch.Tensor, token_ids: Sequence[Sequence[int]]) -> list[float]:
-        """Scores uint8 images [B,3,R,R] against unpadded token ids: clamp((cos+1)/2, 0, 1) per pair."""
-        tokens = pad_tokens(token_ids, self.context_length)
+    def score(
+        self,
+        images: torch.Tensor,
+        token_ids: Sequence[Sequence[int]],
+        image_index: Optional[Sequence[int]] = None,
+    ) -> list[float]:
+        """Scores pairs: clamp((cos+1)/2, 0, 1) of each text against its image.
+
+        `images` are uint8 [N,3,R,R]; `token_ids` are unpadded, one per pair; pair i uses image row
+        `image_index[i]` (default: row i), so callers pass an image shared by several pairs once.
+        """
+        if image_index is None:
+            image_index = range(len(token_ids))
         with torch.inference_mode():
-            pixels = images.to(self.device, non_blocking=True).float().div_(255)
-            pixels = pixels.sub_(self._mean).div_(self._std)
-            image_features = self.model.encode_image(pixels)
-            text_features = self.model.encode_text(tokens.to(self.device, non_blocking=True))
-            image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-            text_features = text_features / text_features.norm(dim=-1, keepdim=True)
-            cosine = (image_features * text_features).sum(dim=-1)
+            image_features = _unit(self.encode_images(images))
+            unique_texts, text_index = _unique(token_ids)
+            text_features = _unit(self.encode_texts(unique_texts))
+            pick_image = torch.as_tensor(image_index, dtype=torch.long, device=self.device)
+            pick_text = torch.as_tensor(text_index, dtype=torch.long, device=self.device)
+            cosine = (image_features[pick_image] * text_features[pick_text]).sum(dim=-1)
             return ((cosine + 1) / 2).clamp_(0, 1).tolist()
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Image features [N,E] in fp32 of uint8 images [N,3,R,R]; scaling as torchvision's ToTensor+Normalize."""
+        pixels = images.to(self.device, non_blocking=True).float().div_(255)
+        pixels = pixels.sub_(self._mean).div_(self._std)
+        return self.model.encode_image(pixels.to(self.dtype)).float()
+
+    def encode_texts(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Text features [N,E] in fp32, each text run only up to its EOT position.
+
+        LongCLIP pools the token at argmax(ids) (the first EOT) and its attention is causal, so no
+        position after it can change the result: the tower runs on the batch's longest prefix, with
+        the positional table and causal mask cut to that length, not on all 248 positions.
+        """
+        model = self.model
+        tokens = pad_tokens(token_ids, self.context_length).to(self.device, non_blocking=True)
+        eot = tokens.argmax(dim=-1)
+        length = int(eot.max()) + 1
+        x = model.token_embedding(tokens[:, :length]) + model.positional_embedding[:length]
+        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+        x = model.ln_final(x)
+        pooled = x[torch.arange(x.shape[0], device=x.device), eot]
+        return (pooled @ model.text_projection).float()
+
+
+def _unit(features: torch.Tensor) -> torch.Tensor:
+    return features / features.norm(dim=-1, keepdim=True)
+
+
+def _unique(token_ids: Sequence[Sequence[int]]) -> tuple[list[tuple[int, ...]], list[int]]:
+    """The distinct sequences in first-seen order, and for each input the index of its sequence."""
+    first_seen: dict[tuple[int, ...], int] = {}
+    index = [first_seen.setdefault(tuple(ids), len(first_seen)) for ids in token_ids]
+    return list(first_seen), index
 
 
 def pad_tokens(token_ids: Sequence[Sequence[int]], context_length: int) -> torch.Tensor:
     """Zero-pads unpadded id sequences into the [B, context_length] int64 tensor the model takes."""
     batch = torch.zeros(len(token_ids), context_length, dtype=torch.long)
     for row, ids in enumerate(token_ids):
+        if len(ids) > context_length:
+            raise ValueError(f"{len(ids)} token ids do not fit the model's {context_length}-token context")
         batch[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
     return batch
