@@ -7,7 +7,7 @@ from reference_longclip import reference_score
 from test_model import CAPTIONS
 
 from transforms.images import ImagePreprocessor, decode_image
-from transforms.longclip_model import LongCLIPScorer, pad_tokens, parse_precision
+from transforms.longclip_model import LongCLIPScorer, _length_groups, pad_tokens, parse_precision
 from transforms.tokenizer import EOT_ID, LongCLIPTokenizer
 
 
@@ -77,3 +77,25 @@ def test_unknown_precision_is_an_error():
     assert parse_precision("fp16") == torch.float16
     with pytest.raises(ValueError, match="fp32, bf16, fp16"):
         parse_precision("int8")
+
+
+def test_an_image_seen_in_a_recent_batch_is_not_encoded_again(longclip_checkpoint, pixels):
+    scorer = LongCLIPScorer.from_checkpoint(longclip_checkpoint, "cpu")
+    _, images = pixels
+    ids = _token_ids(scorer)[:3]
+    plain = scorer.score(images[:3], ids)
+    first = scorer.score(images[:2], ids[:2], image_keys=["a", "b"])
+    assert max(abs(a - b) for a, b in zip(first, plain[:2], strict=True)) < 1e-5
+    # Same keys promise the same pixels: the features kept from the last batch are used, not these zeros.
+    zeros = torch.zeros_like(images[:2])
+    later = scorer.score(zeros, [ids[1], ids[0], ids[2]], [1, 0, 0], ["a", "b"])
+    assert abs(later[0] - plain[1]) < 1e-5 and abs(later[1] - plain[0]) < 1e-5
+    assert abs(later[2] - scorer.score(images[:1], [ids[2]])[0]) < 1e-5
+    assert abs(scorer.score(zeros[:1], [ids[0]])[0] - plain[0]) > 1e-4, "zeros would have scored differently"
+
+
+def test_texts_run_in_few_groups_of_similar_length():
+    assert _length_groups([3, 5, 40, 41, 77, 200, 240, 240], 4) == [2, 4, 5, 8]
+    assert _length_groups([5, 5, 5], 4) == [3]
+    assert _length_groups([1, 100], 1) == [2]
+    assert _length_groups([], 4) == []

@@ -66,7 +66,11 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         # process, where the batch arrives unpickled (and unpinned) anyway.
         pin_memory = not self._share and model.device.type == "cuda"
         images, image_index = _unique_images(batch, pin_memory)
-        scores = model.score(images, [pair.token_ids for pair in batch], image_index)
+        # Keys let the scorer reuse features of images seen in recent batches (COCO: 5 captions each).
+        keys = (
+            None if any(pair.image_key is None for pair in batch) else list(dict.fromkeys(p.image_key for p in batch))
+        )
+        scores = model.score(images, [pair.token_ids for pair in batch], image_index, keys)
         return [PredictionResult(pair, score, self._model) for pair, score in zip(batch, scores, strict=True)]
 
     def get_num_bytes(self, batch: Sequence[PreparedPair]) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
@@ -183,8 +185,9 @@ class LongCLIPScorer:
     Its one public method takes and returns plain CPU data, so it also works behind Beam's
     cross-process model proxy (`share_model_across_processes`).
 
-    Exact shortcuts (fp32 scores unchanged): each text runs only up to its EOT position, identical
-    token sequences are encoded once, and an image row shared by several pairs is encoded once.
+    Exact shortcuts (fp32 scores unchanged): each text runs only up to its EOT position (in a few
+    groups of similar length), identical token sequences are encoded once, and an image shared by
+    several pairs is encoded once, also across recent batches when the caller names it by a key.
     `precision` other than fp32 casts the weights (meant for GPUs; scores then deviate slightly).
     """
 
@@ -198,6 +201,10 @@ class LongCLIPScorer:
         self.image_resolution: int = model.visual.image_size[0]
         self._mean = torch.tensor(OPENAI_CLIP_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(OPENAI_CLIP_STD, device=device).view(1, 3, 1, 1)
+        self.text_groups = 4
+        self._recent_size = 1024  # image features of E floats each: a few MB
+        self._recent_images: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
 
     @classmethod
     def from_checkpoint(
@@ -213,22 +220,42 @@ class LongCLIPScorer:
         images: torch.Tensor,
         token_ids: Sequence[Sequence[int]],
         image_index: Optional[Sequence[int]] = None,
+        image_keys: Optional[Sequence[str]] = None,
     ) -> list[float]:
         """Scores pairs: clamp((cos+1)/2, 0, 1) of each text against its image.
 
         `images` are uint8 [N,3,R,R]; `token_ids` are unpadded, one per pair; pair i uses image row
         `image_index[i]` (default: row i), so callers pass an image shared by several pairs once.
+        With `image_keys` (one per row, equal keys meaning equal pixels), the features of the most
+        recent images are kept, so an image whose captions span several batches is encoded once.
         """
         if image_index is None:
             image_index = range(len(token_ids))
         with torch.inference_mode():
-            image_features = _unit(self.encode_images(images))
+            image_features = self._image_features(images, image_keys)
             unique_texts, text_index = _unique(token_ids)
             text_features = _unit(self.encode_texts(unique_texts))
             pick_image = torch.as_tensor(image_index, dtype=torch.long, device=self.device)
             pick_text = torch.as_tensor(text_index, dtype=torch.long, device=self.device)
             cosine = (image_features[pick_image] * text_features[pick_text]).sum(dim=-1)
             return ((cosine + 1) / 2).clamp_(0, 1).tolist()
+
+    def _image_features(self, images: torch.Tensor, keys: Optional[Sequence[str]]) -> torch.Tensor:
+        if keys is None:
+            return _unit(self.encode_images(images))
+        with self._lock:  # worker threads of one process share the scorer
+            found = {key: self._recent_images.get(key) for key in keys}
+        missing = [row for row, key in enumerate(keys) if found[key] is None]
+        if missing:
+            fresh = _unit(self.encode_images(images[missing] if len(missing) < len(keys) else images))
+            found.update((keys[row], features) for row, features in zip(missing, fresh, strict=True))
+        with self._lock:
+            for key in keys:
+                self._recent_images[key] = found[key]
+                self._recent_images.move_to_end(key)
+            while len(self._recent_images) > self._recent_size:
+                self._recent_images.popitem(last=False)
+        return torch.stack([found[key] for key in keys])
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Image features [N,E] in fp32 of uint8 images [N,3,R,R]; scaling as torchvision's ToTensor+Normalize."""
@@ -240,18 +267,54 @@ class LongCLIPScorer:
         """Text features [N,E] in fp32, each text run only up to its EOT position.
 
         LongCLIP pools the token at argmax(ids) (the first EOT) and its attention is causal, so no
-        position after it can change the result: the tower runs on the batch's longest prefix, with
-        the positional table and causal mask cut to that length, not on all 248 positions.
+        position after it can change the result. Texts are sorted by EOT position and run in a few
+        groups, each on its longest prefix, with the positional table and causal mask cut to that
+        length, instead of all on 248 positions.
         """
-        model = self.model
-        tokens = pad_tokens(token_ids, self.context_length).to(self.device, non_blocking=True)
+        tokens = pad_tokens(token_ids, self.context_length)
         eot = tokens.argmax(dim=-1)
-        length = int(eot.max()) + 1
-        x = model.token_embedding(tokens[:, :length]) + model.positional_embedding[:length]
+        order = torch.argsort(eot, stable=True)
+        features = torch.empty(len(token_ids), self.model.text_projection.shape[1], device=self.device)
+        start = 0
+        for end in _length_groups(eot[order].tolist(), self.text_groups):
+            rows = order[start:end]
+            length = int(eot[rows].max()) + 1
+            features[rows.to(self.device)] = self._encode_prefix(tokens[rows, :length], eot[rows])
+            start = end
+        return features
+
+    def _encode_prefix(self, tokens: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        length = tokens.shape[1]
+        tokens, eot = tokens.to(self.device, non_blocking=True), eot.to(self.device, non_blocking=True)
+        x = model.token_embedding(tokens) + model.positional_embedding[:length]
         x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
         x = model.ln_final(x)
         pooled = x[torch.arange(x.shape[0], device=x.device), eot]
         return (pooled @ model.text_projection).float()
+
+
+def _length_groups(sorted_lengths: Sequence[int], groups: int) -> list[int]:
+    """End indices that cut ascending lengths into at most `groups` runs with the least padded work.
+
+    The work of a run is its size times its longest length (dynamic programming, O(groups * n^2)).
+    """
+    n = len(sorted_lengths)
+    best = [[float("inf")] * (n + 1) for _ in range(groups + 1)]
+    cut = [[0] * (n + 1) for _ in range(groups + 1)]
+    best[0][0] = 0
+    for used in range(1, groups + 1):
+        for end in range(1, n + 1):
+            for start in range(end):
+                cost = best[used - 1][start] + (end - start) * sorted_lengths[end - 1]
+                if cost < best[used][end]:
+                    best[used][end], cut[used][end] = cost, start
+    used = min(range(1, groups + 1), key=lambda g: best[g][n]) if n else 0
+    ends, end = [], n
+    while used:
+        ends.append(end)
+        end, used = cut[used][end], used - 1
+    return ends[::-1]
 
 
 def _unit(features: torch.Tensor) -> torch.Tensor:
