@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Optional, Sequence
+from typing import Sequence
 
 import apache_beam as beam
 import torch
@@ -90,8 +90,9 @@ class PreDecoded:
 def bare_loop(scorer: LongCLIPScorer, data: PreDecoded, batch_size: int, pin_memory: bool = False) -> list[float]:
     """The model alone over pre-decoded tensors: what the pipeline would reach with zero overhead.
 
-    Same batches and the same per-batch image sharing as the pipeline's handler, so the same model work.
+    Same batches, the same image sharing within and across batches as the pipeline, so the same model work.
     """
+    run = next(_RUN_IDS)  # fresh keys: features kept from an earlier run must not count
     scores: list[float] = []
     for start in range(0, len(data.paths), batch_size):
         paths = data.paths[start : start + batch_size]
@@ -101,7 +102,8 @@ def bare_loop(scorer: LongCLIPScorer, data: PreDecoded, batch_size: int, pin_mem
         images = torch.stack(unique)
         if pin_memory:
             images = images.pin_memory()
-        scores += scorer.score(images, data.token_ids[start : start + batch_size], index)
+        keys = [f"{run}:{path}" for path in rows]
+        scores += scorer.score(images, data.token_ids[start : start + batch_size], index, keys)
     return scores
 
 
@@ -109,8 +111,3 @@ def timed(function, *args, **kwargs) -> tuple[float, object]:
     start = time.perf_counter()
     result = function(*args, **kwargs)
     return time.perf_counter() - start, result
-
-
-def sync(device: Optional[torch.device]) -> None:
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)

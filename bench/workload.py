@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -23,20 +25,22 @@ SHORT_MAX_TOKENS = 77
 def write_images(folder: Path, count: int, size: tuple[int, int] = (640, 480)) -> list[Path]:
     """`count` distinct COCO-sized JPEGs (smooth colour fields plus noise), reused if already there."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
     width, height = size
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    for index in range(count):
+
+    def write(index: int) -> Path:
         path = folder / f"image_{width}x{height}_{index:05d}.jpg"
         if not path.exists():
             rng = np.random.default_rng(index)
-            channels = [
-                127 + 120 * np.sin(x / width * rng.uniform(2, 9) + y / height * rng.uniform(1, 7) + c) for c in range(3)
-            ]
-            pixels = np.stack(channels, axis=-1) + rng.integers(-20, 20, (height, width, 3))
-            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
-        paths.append(path)
-    return paths
+            phases = [x / width * rng.uniform(2, 9) + y / height * rng.uniform(1, 7) + c for c in range(3)]
+            pixels = 127 + 120 * np.sin(np.stack(phases, axis=-1)) + rng.integers(-20, 20, (height, width, 3))
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(partial, format="JPEG", quality=90)
+            partial.replace(path)
+        return path
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        return list(pool.map(write, range(count)))
 
 
 def captions(count: int, mix: str, seed: int = 0) -> list[str]:
