@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 MODEL ?= BeichenZhang/LongCLIP-L-336px
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: venv demo lint test clean
+.PHONY: venv demo lint test bench clean
 
 venv: $(VENV)/.installed
 
@@ -27,6 +28,10 @@ lint: venv
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Side-by-side timings on this machine (LongCLIP-B/16 shapes, CPU, a few minutes); GPU: bench/gpu.sh.
+bench: venv
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
