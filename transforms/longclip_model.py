@@ -248,7 +248,8 @@ class LongCLIPScorer:
         missing = [row for row, key in enumerate(keys) if found[key] is None]
         if missing:
             fresh = _unit(self.encode_images(images[missing] if len(missing) < len(keys) else images))
-            found.update((keys[row], features) for row, features in zip(missing, fresh, strict=True))
+            # Clones, so that a kept row does not hold on to its whole batch.
+            found.update((keys[row], features.clone()) for row, features in zip(missing, fresh, strict=True))
         with self._lock:
             for key in keys:
                 self._recent_images[key] = found[key]

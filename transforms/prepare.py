@@ -127,10 +127,12 @@ class _RecentLoads:
         if owner:
             try:
                 future.set_result(load(location))
+            except InputError as exc:
+                # A fresh error, without the traceback whose frames hold the image bytes.
+                future.set_exception(InputError(exc.code, exc.message))
             except BaseException as exc:
-                if not isinstance(exc, InputError):
-                    with self._lock:
-                        if self._entries.get(location) is future:
-                            del self._entries[location]
+                with self._lock:
+                    if self._entries.get(location) is future:
+                        del self._entries[location]
                 future.set_exception(exc)
         return future.result()
