@@ -192,8 +192,8 @@ class LongCLIPScorer:
     """
 
     def __init__(self, model: open_clip.CLIP, device: torch.device, precision: str = "fp32"):
-        if model.text_pool_type != "argmax":
-            raise ValueError(f"expected EOT (argmax) text pooling as in LongCLIP, got {model.text_pool_type!r}")
+        if model.text_pool_type != "argmax" or not model.transformer.batch_first:
+            raise ValueError("expected open_clip's batch-first text tower with EOT (argmax) pooling, as built here")
         self.dtype = parse_precision(precision)
         self.model = model.to(device=device, dtype=self.dtype)
         self.device = device
@@ -288,11 +288,31 @@ class LongCLIPScorer:
         model = self.model
         length = tokens.shape[1]
         tokens, eot = tokens.to(self.device, non_blocking=True), eot.to(self.device, non_blocking=True)
+        mask = model.attn_mask[:length, :length]
         x = model.token_embedding(tokens) + model.positional_embedding[:length]
-        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-        x = model.ln_final(x)
-        pooled = x[torch.arange(x.shape[0], device=x.device), eot]
-        return (pooled @ model.text_projection).float()
+        *blocks, last = model.transformer.resblocks
+        for block in blocks:
+            x = block(x, attn_mask=mask)
+        x = model.ln_final(_last_block_at_eot(last, x, eot, mask))
+        return (x @ model.text_projection).float()
+
+
+def _last_block_at_eot(block: torch.nn.Module, x: torch.Tensor, eot: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The last residual block's output at each row's EOT position only, [N, W] from x [N, L, W].
+
+    Only the pooled token is used, so the last block's attention query, output projection and MLP
+    run for that one position (keys and values still cover the prefix): the same numbers as the
+    full block, for a fraction of its work.
+    """
+    rows = torch.arange(x.shape[0], device=x.device)
+    normed = block.ln_1(x)
+    query = normed[rows, eot].unsqueeze(1)
+    heads = block.attn.num_heads
+    query_mask = mask[eot].unsqueeze(1).repeat_interleave(heads, dim=0).to(query.dtype)  # [N*heads, 1, L]
+    attended = block.attn(query, normed, normed, need_weights=False, attn_mask=query_mask)[0]
+    y = x[rows, eot].unsqueeze(1) + block.ls_1(attended)
+    y = y + block.ls_2(block.mlp(block.ln_2(y)))
+    return y[:, 0]
 
 
 def _length_groups(sorted_lengths: Sequence[int], groups: int) -> list[int]:
