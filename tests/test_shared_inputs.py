@@ -4,6 +4,7 @@ import json
 import shutil
 
 import apache_beam as beam
+import pytest
 import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import window
@@ -87,3 +88,8 @@ def test_coco_style_records_in_windows_come_out_once_in_their_own_window(
         else:
             want = reference_score(longclip_state_dict, good_images[out["image_path"]], out["text"])
             assert abs(out["longclip_score"] - want) < 1e-5
+
+
+def test_prepare_threads_must_be_positive(longclip_checkpoint):
+    with pytest.raises(ValueError, match="prepare_threads"):
+        ScoreLongCLIP(str(longclip_checkpoint), prepare_threads=0)

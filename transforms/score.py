@@ -56,6 +56,8 @@ class ScoreLongCLIP(beam.PTransform):
         prepare_threads: int = 4,
     ):
         super().__init__()
+        if prepare_threads < 1:
+            raise ValueError(f"prepare_threads must be at least 1, got {prepare_threads}")
         self._model = model
         self._output_key = output_key
         self._handler = LongCLIPModelHandler(
