@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 MODEL ?= BeichenZhang/LongCLIP-L-336px
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 # The BigQuery API emulator the tests start; its pins clash with Beam's, so it has a venv of its own.
 BQ_VENV ?= .venv-bqemulator
 
-.PHONY: venv bqemulator demo lint test clean
+.PHONY: venv bqemulator demo lint test bench clean
 
 venv: $(VENV)/.installed
 
@@ -37,6 +38,10 @@ lint: venv
 
 test: lint bqemulator
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Side-by-side timings on this machine (LongCLIP-B/16 shapes, CPU, a few minutes); GPU: bench/gpu.sh.
+bench: venv
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BQ_VENV) out .pytest_cache

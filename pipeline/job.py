@@ -134,6 +134,7 @@ def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions) -> None:
     scored = parsed.records | "ScoreLongCLIP" >> ScoreLongCLIP(
         options.model,
         device=options.device,
+        precision=options.precision,
         image_key=options.image_key,
         text_key=options.text_key,
         output_key=options.output_key,

@@ -68,6 +68,12 @@ class ScoreLongCLIPOptions(PipelineOptions):
             f"(default: {DEFAULT_MODEL})",
         )
         model.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+        model.add_argument(
+            "--precision",
+            default="fp32",
+            choices=("fp32", "bf16", "fp16"),
+            help="model weights: fp32 (exact; default), or bf16/fp16 for faster GPUs (see README, Performance)",
+        )
         model.add_argument("--min_batch_size", type=int, default=1, help="smallest inference batch (default: 1)")
         model.add_argument("--max_batch_size", type=int, default=32, help="largest inference batch (default: 32)")
         model.add_argument(

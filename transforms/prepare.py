@@ -1,12 +1,16 @@
 """Turning one input record into model-ready inputs: validated, tokenized text and a uint8 image.
 
 No Beam here; `ScoreLongCLIP` runs this in its own step so that fetching and decoding happen
-before, and apart from, batched inference.
+before, and apart from, batched inference. It is thread-safe: that step runs it on a thread pool.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
 from typing import Any, Mapping, NamedTuple, Optional
 
 import torch
@@ -18,11 +22,23 @@ from transforms.tokenizer import LongCLIPTokenizer, TokenizedText
 
 
 class PreparedPair(NamedTuple):
-    """One model input: uint8 image [3,R,R], unpadded token ids, and caller data passed through untouched."""
+    """One model input: uint8 image [3,R,R], unpadded token ids, and caller data passed through untouched.
+
+    Pairs with the same `image_key` (a digest of the image file's bytes) hold the same pixels, so a
+    batch encodes that image once; None means "not known to be shared with any other pair".
+    """
 
     image: torch.Tensor
     token_ids: tuple[int, ...]
     context: Any = None
+    image_key: Optional[str] = None
+
+
+class LoadedImage(NamedTuple):
+    """Preprocessed uint8 pixels and the digest of the bytes they were decoded from."""
+
+    pixels: torch.Tensor
+    key: str
 
 
 class PairPreparer:
@@ -39,6 +55,7 @@ class PairPreparer:
         max_image_bytes: int = images.DEFAULT_MAX_IMAGE_BYTES,
         max_image_pixels: int = images.DEFAULT_MAX_IMAGE_PIXELS,
         http_timeout_secs: float = images.DEFAULT_HTTP_TIMEOUT_SECS,
+        recent_images: int = 64,
     ):
         self.image_key = image_key
         self.text_key = text_key
@@ -48,6 +65,7 @@ class PairPreparer:
         self.http_timeout_secs = http_timeout_secs
         self._tokenizer = LongCLIPTokenizer(context_length)
         self._preprocess = images.ImagePreprocessor(image_resolution, max_image_pixels)
+        self._recent = _RecentLoads(recent_images)
 
     def tokenize_text(self, record: Mapping[str, Any]) -> TokenizedText:
         text = record.get(self.text_key)
@@ -60,14 +78,61 @@ class PairPreparer:
         return self._tokenizer(text)
 
     def load_image(self, record: Mapping[str, Any]) -> torch.Tensor:
+        return self.load_keyed_image(record).pixels
+
+    def load_keyed_image(self, record: Mapping[str, Any]) -> LoadedImage:
+        """The record's image; a location among the last few loaded is fetched and decoded only once.
+
+        Captioned datasets often list one image several times in a row (COCO has 5 captions each).
+        """
         location = images.resolve_image_location(record.get(self.image_key), self.image_root)
+        return self._recent.get(location, self._load)
+
+    def _load(self, location: str) -> LoadedImage:
         data = images.read_image_bytes(
             location, max_bytes=self.max_image_bytes, http_timeout_secs=self.http_timeout_secs
         )
+        key = hashlib.blake2b(data, digest_size=16).hexdigest()
         image = images.decode_image(data, max_pixels=self.max_image_pixels)
         try:
-            return self._preprocess(image)
+            return LoadedImage(self._preprocess(image), key)
         except InputError:
             raise
         except Exception as exc:  # e.g. degenerate sizes Pillow cannot resample
             raise InputError(errors.IMAGE_UNDECODABLE, f"cannot preprocess {location}: {exc}") from None
+
+
+class _RecentLoads:
+    """Shares the result (or `InputError`) of loading a location among threads asking for it at about the same time.
+
+    Bounded to the `size` most recent locations, so memory stays flat however long the input.
+    Unexpected errors are not kept: a retried bundle tries the load again.
+    """
+
+    def __init__(self, size: int):
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, Future] = OrderedDict()
+
+    def get(self, location: str, load) -> LoadedImage:
+        with self._lock:
+            future = self._entries.get(location)
+            owner = future is None
+            if owner:
+                future = self._entries[location] = Future()
+                if len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+            else:
+                self._entries.move_to_end(location)
+        if owner:
+            try:
+                future.set_result(load(location))
+            except InputError as exc:
+                # A fresh error, without the traceback whose frames hold the image bytes.
+                future.set_exception(InputError(exc.code, exc.message))
+            except BaseException as exc:
+                with self._lock:
+                    if self._entries.get(location) is future:
+                        del self._entries[location]
+                future.set_exception(exc)
+        return future.result()

@@ -1,0 +1,113 @@
+"""The measured runs: ScoreLongCLIP in a real Beam pipeline, and the bare model loop it is held to."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Sequence
+
+import apache_beam as beam
+import torch
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms import ScoreLongCLIP
+from transforms.images import ImagePreprocessor, decode_image
+from transforms.longclip_model import LongCLIPScorer
+from transforms.tokenizer import LongCLIPTokenizer
+
+# The FnApiRunner runs the DoFns in this process, so they can note times and outputs here.
+_SEEN: dict[tuple[int, str], list] = {}
+_RUN_IDS = itertools.count()
+
+
+class _Note(beam.DoFn):
+    def __init__(self, run: int, what: str):
+        self._key = (run, what)
+
+    def process(self, element):
+        _SEEN.setdefault(self._key, []).append((time.perf_counter(), element))
+        yield element
+
+
+def run_pipeline(
+    records: Sequence[dict],
+    checkpoint: str,
+    *,
+    batch_size: int,
+    device: str = "cpu",
+    precision: str = "fp32",
+    prepare_threads: int = 4,
+) -> tuple[float, float, list[float]]:
+    """Scores `records` with ScoreLongCLIP on the FnApiRunner, batches of exactly `batch_size`.
+
+    Returns (steady seconds, wall seconds, scores by record id). Steady time runs from the first
+    record entering ScoreLongCLIP to the last one leaving it, so it leaves out the pipeline's start
+    and the model load (done once per worker, before the first record); wall time includes them.
+    """
+    run = next(_RUN_IDS)
+    start = time.perf_counter()
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
+        (
+            pipeline
+            | beam.Create(records, reshuffle=False)
+            | "In" >> beam.ParDo(_Note(run, "in"))
+            | ScoreLongCLIP(
+                checkpoint,
+                device=device,
+                precision=precision,
+                min_batch_size=batch_size,
+                max_batch_size=batch_size,
+                prepare_threads=prepare_threads,
+            )
+            | "Out" >> beam.ParDo(_Note(run, "out"))
+        )
+    wall = time.perf_counter() - start
+    seen_in, seen_out = _SEEN.pop((run, "in")), _SEEN.pop((run, "out"))
+    errors = [out for _, out in seen_out if out["longclip_score_error"]]
+    if errors or len(seen_out) != len(records):
+        raise RuntimeError(f"{len(seen_out)} of {len(records)} records out, errors: {errors[:3]}")
+    steady = max(t for t, _ in seen_out) - min(t for t, _ in seen_in)
+    by_id = {out["id"]: out["longclip_score"] for _, out in seen_out}
+    return steady, wall, [by_id[record["id"]] for record in records]
+
+
+class PreDecoded:
+    """The records' images decoded and preprocessed to uint8, and their captions tokenized, up front."""
+
+    def __init__(self, records: Sequence[dict], resolution: int, context_length: int):
+        preprocess = ImagePreprocessor(resolution)
+        tokenizer = LongCLIPTokenizer(context_length)
+        self.pixels: dict[str, torch.Tensor] = {}
+        for record in records:
+            path = record["image_path"]
+            if path not in self.pixels:
+                with open(path, "rb") as stream:
+                    self.pixels[path] = preprocess(decode_image(stream.read()))
+        self.paths = [record["image_path"] for record in records]
+        self.token_ids = [tokenizer(record["text"]).ids for record in records]
+
+
+def bare_loop(scorer: LongCLIPScorer, data: PreDecoded, batch_size: int, pin_memory: bool = False) -> list[float]:
+    """The model alone over pre-decoded tensors: what the pipeline would reach with zero overhead.
+
+    Same batches, the same image sharing within and across batches as the pipeline, so the same model work.
+    """
+    run = next(_RUN_IDS)  # fresh keys: features kept from an earlier run must not count
+    scores: list[float] = []
+    for start in range(0, len(data.paths), batch_size):
+        paths = data.paths[start : start + batch_size]
+        rows: dict[str, int] = {}
+        index = [rows.setdefault(path, len(rows)) for path in paths]
+        unique = [data.pixels[path] for path in rows]
+        images = torch.stack(unique)
+        if pin_memory:
+            images = images.pin_memory()
+        keys = [f"{run}:{path}" for path in rows]
+        scores += scorer.score(images, data.token_ids[start : start + batch_size], index, keys)
+    return scores
+
+
+def timed(function, *args, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - start, result

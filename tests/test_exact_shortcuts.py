@@ -1,0 +1,101 @@
+"""The scorer's shortcuts (text cut at EOT, shared images and texts encoded once) leave fp32 scores unchanged."""
+
+import pytest
+import torch
+from reference_longclip import encode_text as reference_encode_text
+from reference_longclip import reference_score
+from test_model import CAPTIONS
+
+from transforms.images import ImagePreprocessor, decode_image
+from transforms.longclip_model import LongCLIPScorer, _length_groups, pad_tokens, parse_precision
+from transforms.tokenizer import EOT_ID, LongCLIPTokenizer
+
+
+@pytest.fixture(scope="module")
+def scorer(longclip_checkpoint):
+    return LongCLIPScorer.from_checkpoint(longclip_checkpoint, "cpu")
+
+
+@pytest.fixture(scope="module")
+def pixels(scorer, good_images):
+    preprocess = ImagePreprocessor(scorer.image_resolution)
+    names = ["rgb.jpg", "rgb.png", "grey.png", "cmyk.jpg"]
+    return names, torch.stack([preprocess(decode_image(good_images[name].read_bytes())) for name in names])
+
+
+def _token_ids(scorer):
+    tokenizer = LongCLIPTokenizer(scorer.context_length)
+    ids = [tokenizer(CAPTIONS[name]).ids for name in sorted(CAPTIONS)]
+    # A literal <|endoftext|> mid-caption: LongCLIP pools at the first EOT, so the text stops there.
+    ids.append(tokenizer("a cat <|endoftext|> and a long tail of words that must not count").ids)
+    return ids
+
+
+def test_text_cut_at_eot_equals_all_248_positions(scorer, longclip_state_dict):
+    ids = _token_ids(scorer)
+    assert max(len(i) for i in ids) == 248 and min(len(i) for i in ids) < 10
+    full = pad_tokens(ids, 248)
+    with torch.inference_mode():
+        plain = scorer.model.encode_text(full)  # open_clip's own path: every row runs all 248 positions
+        cut = scorer.encode_texts(ids)
+        short_only = scorer.encode_texts([i for i in ids if len(i) <= 77])
+    reference = reference_encode_text(longclip_state_dict, full)
+    assert (cut - plain).abs().max() < 1e-5
+    assert (cut - reference).abs().max() < 1e-5
+    assert (short_only - plain[[len(i) <= 77 for i in ids]]).abs().max() < 1e-5
+    mid_eot = ids[-1]
+    assert mid_eot.index(EOT_ID) < len(mid_eot) - 1, "the literal EOT must sit before the final one"
+
+
+def test_shared_images_and_texts_score_as_if_each_pair_were_alone(scorer, pixels, longclip_state_dict, good_images):
+    names, images = pixels
+    ids = _token_ids(scorer)
+    # 3 images x every caption, each caption also repeated: 48 pairs, 4 image rows, 8 distinct texts.
+    pairs = [(image, text) for image in (0, 1, 0, 3) for text in range(len(ids))]
+    scores = scorer.score(images, [ids[t] for _, t in pairs], [i for i, _ in pairs])
+    alone = [scorer.score(images[i : i + 1], [ids[t]])[0] for i, t in pairs]
+    assert max(abs(a - b) for a, b in zip(scores, alone, strict=True)) < 1e-5
+    captions = [CAPTIONS[name] for name in sorted(CAPTIONS)]
+    for (image, text), got in zip(pairs, scores, strict=True):
+        if text < len(captions):
+            want = reference_score(longclip_state_dict, good_images[names[image]], captions[text])
+            assert abs(got - want) < 1e-5, (names[image], text, got, want)
+    assert len({round(s, 6) for s in scores}) > len(ids), "the pairs must not all score alike"
+
+
+def test_low_precision_casts_the_weights_and_stays_close(longclip_checkpoint, scorer, pixels):
+    _, images = pixels
+    ids = _token_ids(scorer)[: len(images)]
+    bf16 = LongCLIPScorer.from_checkpoint(longclip_checkpoint, "cpu", precision="bf16")
+    assert bf16.model.visual.conv1.weight.dtype == torch.bfloat16
+    assert bf16.model.transformer.resblocks[0].attn.in_proj_weight.dtype == torch.bfloat16
+    exact, low = scorer.score(images, ids), bf16.score(images, ids)
+    assert 0 < max(abs(a - b) for a, b in zip(exact, low, strict=True)) < 2e-2
+
+
+def test_unknown_precision_is_an_error():
+    assert parse_precision("fp16") == torch.float16
+    with pytest.raises(ValueError, match="fp32, bf16, fp16"):
+        parse_precision("int8")
+
+
+def test_an_image_seen_in_a_recent_batch_is_not_encoded_again(longclip_checkpoint, pixels):
+    scorer = LongCLIPScorer.from_checkpoint(longclip_checkpoint, "cpu")
+    _, images = pixels
+    ids = _token_ids(scorer)[:3]
+    plain = scorer.score(images[:3], ids)
+    first = scorer.score(images[:2], ids[:2], image_keys=["a", "b"])
+    assert max(abs(a - b) for a, b in zip(first, plain[:2], strict=True)) < 1e-5
+    # Same keys promise the same pixels: the features kept from the last batch are used, not these zeros.
+    zeros = torch.zeros_like(images[:2])
+    later = scorer.score(zeros, [ids[1], ids[0], ids[2]], [1, 0, 0], ["a", "b"])
+    assert abs(later[0] - plain[1]) < 1e-5 and abs(later[1] - plain[0]) < 1e-5
+    assert abs(later[2] - scorer.score(images[:1], [ids[2]])[0]) < 1e-5
+    assert abs(scorer.score(zeros[:1], [ids[0]])[0] - plain[0]) > 1e-4, "zeros would have scored differently"
+
+
+def test_texts_run_in_few_groups_of_similar_length():
+    assert _length_groups([3, 5, 40, 41, 77, 200, 240, 240], 4) == [2, 4, 5, 8]
+    assert _length_groups([5, 5, 5], 4) == [3]
+    assert _length_groups([1, 100], 1) == [2]
+    assert _length_groups([], 4) == []
