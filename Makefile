@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 # The BigQuery API emulator the tests start; its pins clash with Beam's, so it has a venv of its own.
 BQ_VENV ?= .venv-bqemulator
 
-.PHONY: venv bqemulator demo lint test bench clean
+.PHONY: venv bqemulator demo lint test bench bench-streaming clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ test: lint bqemulator
 # Side-by-side timings on this machine (LongCLIP-B/16 shapes, CPU, a few minutes); GPU: bench/gpu.sh.
 bench: venv
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Streaming latency and throughput on the Pub/Sub and BigQuery emulators (BENCH_ARGS: e.g. --arch B16).
+bench-streaming: venv bqemulator
+	$(PY) -m bench.streaming $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BQ_VENV) out .pytest_cache
