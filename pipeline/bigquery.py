@@ -10,9 +10,7 @@ rejects come back as dead-letter entries instead of being retried forever.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, Optional
@@ -66,35 +64,20 @@ def scored_row(record: Mapping[str, Any], *, image_key: str, text_key: str, outp
         "truncated": record[f"{output_key}_truncated"],
         "model": model,
         "scored_at": _now(),
-        "record": to_json(record),
+        "record": records.to_json(record),
     }
 
 
 def dead_letter_row(entry: Mapping[str, Any]) -> dict:
     """One dead-letter entry as a row of `DEAD_LETTER_SCHEMA`."""
     row = {field["name"]: entry.get(field["name"]) for field in DEAD_LETTER_SCHEMA["fields"]}
-    row["attributes"] = None if entry.get("attributes") is None else to_json(entry["attributes"])
+    row["attributes"] = None if entry.get("attributes") is None else records.to_json(entry["attributes"])
     row["dead_lettered_at"] = _now()
     return row
 
 
-def to_json(value: Any) -> str:
-    """JSON text BigQuery accepts: NaN and ±Infinity (valid input to Python, not JSON) become strings."""
-    return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value).replace("inf", "Infinity").replace("nan", "NaN")
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    return value
-
-
 def _as_text(value: Any) -> Optional[str]:
-    return value if value is None or isinstance(value, str) else to_json(value)
+    return value if value is None or isinstance(value, str) else records.to_json(value)
 
 
 def _now() -> str:
@@ -114,11 +97,12 @@ def table_reference(spec: str, project: Optional[str]):
     return reference
 
 
-def client(project: str):
-    """A google-cloud-bigquery client, on the emulator when `BIGQUERY_EMULATOR_HOST` is set."""
+def client(project: str, endpoint: Optional[str] = None):
+    """A google-cloud-bigquery client; on an emulator (anonymous) when `endpoint` or `BIGQUERY_EMULATOR_HOST`
+    gives its URL."""
     from google.cloud import bigquery
 
-    endpoint = os.environ.get(EMULATOR_HOST_VARIABLE)
+    endpoint = endpoint or os.environ.get(EMULATOR_HOST_VARIABLE)
     if not endpoint:
         return bigquery.Client(project=project)
     from google.auth.credentials import AnonymousCredentials
@@ -178,8 +162,7 @@ class _EmulatorClient:
 
     def insert_rows_json(self, *args, **kwargs):
         if self._client is None:
-            os.environ.setdefault(EMULATOR_HOST_VARIABLE, self._endpoint)
-            self._client = client(self._project)
+            self._client = client(self._project, self._endpoint)
         return self._client.insert_rows_json(*args, **kwargs)
 
     def __getstate__(self):
@@ -212,5 +195,5 @@ class WriteRows(beam.PTransform):
 def _rejected_entry(failure: tuple) -> Iterator[dict]:
     destination, row, errors = failure
     Metrics.counter(records.METRICS_NAMESPACE, BIGQUERY_REJECTED).inc()
-    raw = to_json(row).encode("utf-8")
-    yield records.dead_letter_entry(f"bigquery:{destination}", raw, BIGQUERY_REJECTED, to_json(errors))
+    raw = records.to_json(row).encode("utf-8")
+    yield records.dead_letter_entry(f"bigquery:{destination}", raw, BIGQUERY_REJECTED, records.to_json(errors))

@@ -179,7 +179,7 @@ def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions) -> None:
 
 def _log_unwritable(entry: dict) -> None:
     """The last resort for a dead-letter entry BigQuery refused: the worker log, at ERROR, in full."""
-    _LOGGER.error("BigQuery refused a dead-letter entry; it is kept here only: %s", bigquery.to_json(entry))
+    _LOGGER.error("BigQuery refused a dead-letter entry; it is kept here only: %s", records.to_json(entry))
 
 
 def run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Iterator, Mapping, Optional, Union
 
 import apache_beam as beam
@@ -52,6 +53,22 @@ def dead_letter_entry(
     except UnicodeDecodeError:
         entry["raw_base64"] = base64.b64encode(raw).decode("ascii")
     return entry
+
+
+def to_json(value) -> str:
+    """Strict JSON text: NaN and ±Infinity, which Python's parser accepts, are written as the strings
+    "NaN", "Infinity" and "-Infinity", so every reader (BigQuery, `bq load`, JavaScript) takes the output."""
+    return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def parse_record(raw: Union[bytes, str]) -> dict:

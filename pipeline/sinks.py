@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import time
 from typing import Optional
 
 import apache_beam as beam
 
+from pipeline.records import to_json
 
-def _to_json(record: dict) -> str:
-    return json.dumps(record, ensure_ascii=False)
+
+def _stamp_arrival(record: dict) -> beam.window.TimestampedValue:
+    return beam.window.TimestampedValue(record, time.time())
 
 
 class WriteJsonLines(beam.PTransform):
@@ -22,9 +24,15 @@ class WriteJsonLines(beam.PTransform):
         self._window_seconds = window_seconds
 
     def expand(self, records: beam.PCollection):
+        if not records.is_bounded:
+            # Windows by arrival at the writer, not by event time: the file windows close once and take
+            # nothing late, and a backlog, a batch that waited, or an old --timestamp_attribute arrives late.
+            records = records | "StampArrival" >> beam.Map(
+                lambda record: beam.window.TimestampedValue(record, time.time())
+            )
         return (
             records
-            | "ToJson" >> beam.Map(_to_json)
+            | "ToJson" >> beam.Map(to_json)
             | "WriteText"
             >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl", triggering_frequency=self._window_seconds)
         )
@@ -40,6 +48,6 @@ class PublishJson(beam.PTransform):
     def expand(self, records: beam.PCollection):
         return (
             records
-            | "ToJson" >> beam.Map(lambda record: _to_json(record).encode("utf-8"))
+            | "ToJson" >> beam.Map(lambda record: to_json(record).encode("utf-8"))
             | "Publish" >> beam.io.WriteToPubSub(self._topic)
         )

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipeline.records import MalformedRecord, dead_letter_entry, parse_record
+from pipeline.records import MalformedRecord, dead_letter_entry, parse_record, to_json
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,14 @@ def test_dead_letter_keeps_the_raw_payload():
     assert dead_letter_entry("f.jsonl", b"oops", "not_json", "e")["raw"] == "oops"
     binary = dead_letter_entry("f.jsonl", b"\xff\x00", "not_utf8", "e")
     assert binary["raw"] is None and binary["raw_base64"] == "/wA="
+
+
+def test_output_json_is_strict():
+    """Python's parser takes NaN and Infinity; what we write must be JSON every reader takes."""
+    text = to_json({"a": float("nan"), "b": [float("inf"), -float("inf")], "c": "café", "d": 1.5})
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name}")) == {
+        "a": "NaN",
+        "b": ["Infinity", "-Infinity"],
+        "c": "café",
+        "d": 1.5,
+    }

@@ -4,6 +4,7 @@ import json
 import math
 
 import apache_beam as beam
+import torch
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from reference_longclip import reference_score
@@ -134,3 +135,16 @@ def test_records_keep_their_event_time_and_window(tmp_path, longclip_checkpoint,
     pipeline.run().wait_until_finish()
     seen = sorted(json.loads(line) for line in (tmp_path / "out").read_text().splitlines())
     assert seen == [[n, 1000.0 + 10 * n, 1000.0 + 10 * n - (1000 + 10 * n) % 15, bool(n % 3)] for n in range(6)]
+
+
+def test_a_score_that_is_not_a_number_is_a_failure_with_a_reason(tmp_path, longclip_state_dict, good_images):
+    """A model that overflows (fp16) gives NaN; the record must get 0.0 and a reason, not NaN."""
+    broken = {name: tensor.clone() for name, tensor in longclip_state_dict.items()}
+    broken["text_projection"][0, 0] = float("nan")
+    torch.save(broken, tmp_path / "nan.pt")
+    records = [{"id": 1, "image_path": str(good_images["rgb.png"]), "text": "a cat"}]
+    (out,), result = _run(records, ScoreLongCLIP(str(tmp_path / "nan.pt")), tmp_path)
+    assert out["longclip_score"] == 0.0
+    assert out["longclip_score_error"].startswith("score_not_finite: the model gave nan")
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter())["counters"]}
+    assert counters["failed_score_not_finite"] == 1 and "scored" not in counters

@@ -15,6 +15,8 @@ IMAGE_UNDECODABLE = "image_undecodable"
 TEXT_MISSING = "text_missing"
 TEXT_WRONG_TYPE = "text_wrong_type"
 TEXT_EMPTY = "text_empty"
+# Not the input's fault, but the same contract: the model gave NaN or infinity (e.g. fp16 overflow).
+SCORE_NOT_FINITE = "score_not_finite"
 
 REASON_CODES = (
     IMAGE_MISSING,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Optional, Union
 
 import apache_beam as beam
@@ -9,7 +10,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import images
+from transforms import images, input_errors
 from transforms.checkpoint import DEFAULT_MODEL, resolve_checkpoint
 from transforms.handler import LongCLIPModelHandler
 from transforms.input_errors import InputError
@@ -168,10 +169,14 @@ def _attach_score(result: PredictionResult, output_key: str) -> beam.window.Time
     """Also gives the record back its own event time: Beam's batching emits every batch at the end of
     the window, which would put scored records of a stream into a window that never closes."""
     record, truncated, timestamp = result.example.context
-    Metrics.counter(METRICS_NAMESPACE, "scored").inc()
-    return beam.window.TimestampedValue(
-        _with_fields(record, output_key, float(result.inference), None, truncated), timestamp
-    )
+    score = float(result.inference)
+    if math.isfinite(score):
+        Metrics.counter(METRICS_NAMESPACE, "scored").inc()
+        out = _with_fields(record, output_key, score, None, truncated)
+    else:
+        message = f"{input_errors.SCORE_NOT_FINITE}: the model gave {score} (with fp16, try bf16 or fp32)"
+        out = _attach_error(_Failure(record, input_errors.SCORE_NOT_FINITE, message, truncated), output_key)
+    return beam.window.TimestampedValue(out, timestamp)
 
 
 def _attach_error(failure: _Failure, output_key: str) -> dict:
