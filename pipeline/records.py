@@ -9,6 +9,7 @@ from typing import Iterator, Mapping, Optional, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
 
 METRICS_NAMESPACE = "pipeline"
 DEAD_LETTER = "dead_letter"
@@ -20,6 +21,7 @@ EMPTY_LINE = "empty_line"
 TOO_DEEP = "too_deep"
 BAD_UNICODE = "bad_unicode"
 ATTRIBUTES_KEY_TAKEN = "attributes_key_taken"
+BAD_TIMESTAMP = "bad_timestamp"
 
 # Deeper records break Python's JSON parser and Beam's pickling (both recurse), stopping the job.
 MAX_NESTING = 64
@@ -148,23 +150,46 @@ class ParsePubSubMessages(beam.PTransform):
     Args:
       source: the subscription or topic read, named in dead-letter entries.
       attributes_key: when set, each record gets its message's attributes as an object under this field.
+      timestamp_attribute: when set, each record's event time comes from this attribute (milliseconds
+        since the epoch, or RFC 3339). Read here rather than by Beam's source, which stops the job
+        (local runner) or cannot process the message (Dataflow) when the value is bad: here a bad or
+        missing value sends the message to the dead letter.
     """
 
-    def __init__(self, source: str, attributes_key: Optional[str] = None):
+    def __init__(self, source: str, attributes_key: Optional[str] = None, timestamp_attribute: Optional[str] = None):
         super().__init__()
         self._source = source
         self._attributes_key = attributes_key
+        self._timestamp_attribute = timestamp_attribute
 
     def expand(self, messages: beam.PCollection):
-        return messages | "ParseJson" >> beam.ParDo(_ParseMessageDoFn(self._source, self._attributes_key)).with_outputs(
-            DEAD_LETTER, main="records"
+        parse = _ParseMessageDoFn(self._source, self._attributes_key, self._timestamp_attribute)
+        return messages | "ParseJson" >> beam.ParDo(parse).with_outputs(DEAD_LETTER, main="records")
+
+
+def event_time(attributes: Mapping[str, str], name: str) -> Timestamp:
+    """The time in attribute `name`: milliseconds since the epoch, or RFC 3339 (as Pub/Sub I/O takes it)."""
+    value = attributes.get(name)
+    if value is None:
+        raise MalformedRecord(BAD_TIMESTAMP, f"the message has no attribute {name!r} (--timestamp_attribute)")
+    try:
+        timestamp = (
+            Timestamp(micros=int(value) * 1000) if value.lstrip("-").isdigit() else Timestamp.from_rfc3339(value)
         )
+    except (ValueError, OverflowError) as exc:
+        raise MalformedRecord(
+            BAD_TIMESTAMP, f"attribute {name}={value!r} is neither milliseconds since the epoch nor RFC 3339: {exc}"
+        ) from None
+    if not MIN_TIMESTAMP < timestamp < MAX_TIMESTAMP:
+        raise MalformedRecord(BAD_TIMESTAMP, f"attribute {name}={value!r} is outside the times Beam can carry")
+    return timestamp
 
 
 class _ParseMessageDoFn(beam.DoFn):
-    def __init__(self, source: str, attributes_key: Optional[str]):
+    def __init__(self, source: str, attributes_key: Optional[str], timestamp_attribute: Optional[str]):
         self._source = source
         self._attributes_key = attributes_key
+        self._timestamp_attribute = timestamp_attribute
         self._read = Metrics.counter(METRICS_NAMESPACE, "read")
 
     def process(self, message) -> Iterator:
@@ -179,7 +204,10 @@ class _ParseMessageDoFn(beam.DoFn):
                         f"the record already has a field {self._attributes_key!r}; choose another --attributes_key",
                     )
                 record[self._attributes_key] = attributes
-            yield record
+            if self._timestamp_attribute:
+                yield beam.window.TimestampedValue(record, event_time(attributes, self._timestamp_attribute))
+            else:
+                yield record
         except MalformedRecord as bad:
             Metrics.counter(METRICS_NAMESPACE, "dead_lettered").inc()
             Metrics.counter(METRICS_NAMESPACE, f"dead_lettered_{bad.reason}").inc()

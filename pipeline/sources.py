@@ -55,9 +55,8 @@ class ReadPubSubRecords(beam.PTransform):
             topic=self._topic,
             subscription=self._subscription,
             id_label=self._id_label,
-            timestamp_attribute=self._timestamp_attribute,
             with_attributes=True,
         )
         return messages | "Parse" >> records.ParsePubSubMessages(
-            self._subscription or self._topic, self._attributes_key
+            self._subscription or self._topic, self._attributes_key, self._timestamp_attribute
         )

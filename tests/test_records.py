@@ -1,10 +1,13 @@
-"""Parsing JSONL lines: records, or a dead-letter reason, never an exception."""
+"""Parsing JSONL lines and Pub/Sub messages: records, or a dead-letter reason, never an exception."""
 
 import json
 
+import apache_beam as beam
 import pytest
+from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.records import MalformedRecord, dead_letter_entry, parse_record, to_json
+from pipeline.records import MalformedRecord, ParsePubSubMessages, dead_letter_entry, parse_record, to_json
 
 
 @pytest.mark.parametrize(
@@ -58,3 +61,36 @@ def test_output_json_is_strict():
         "c": "café",
         "d": 1.5,
     }
+
+
+def test_pubsub_messages_take_their_event_time_from_the_attribute_or_go_to_the_dead_letter(tmp_path):
+    """Beam's own source stops the job on a bad timestamp attribute; ours dead-letters the message."""
+    messages = [
+        PubsubMessage(b'{"n": 1}', {"ts": "1700000000123"}, message_id="m1"),
+        PubsubMessage(b'{"n": 2}', {"ts": "2026-11-29T03:00:00.5Z"}, message_id="m2"),
+        PubsubMessage(b'{"n": 3}', {"ts": "yesterday"}, message_id="m3"),
+        PubsubMessage(b'{"n": 4}', {}, message_id="m4"),
+        PubsubMessage(b'{"n": 5}', {"ts": "9" * 30}, message_id="m5"),
+    ]
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    parsed = pipeline | beam.Create(messages) | ParsePubSubMessages("projects/p/subscriptions/s", None, "ts")
+    (
+        parsed.records
+        | beam.Map(lambda record, t=beam.DoFn.TimestampParam: json.dumps([record["n"], float(t)]))
+        | "WriteRecords" >> beam.io.WriteToText(str(tmp_path / "records"), shard_name_template="")
+    )
+    (
+        parsed.dead_letter
+        | beam.Map(json.dumps)
+        | "WriteDead" >> beam.io.WriteToText(str(tmp_path / "dead"), shard_name_template="")
+    )
+    pipeline.run().wait_until_finish()
+    times = sorted(json.loads(line) for line in (tmp_path / "records").read_text().splitlines())
+    assert times == [[1, 1700000000.123], [2, 1795921200.5]]
+    dead = sorted((json.loads(line) for line in (tmp_path / "dead").read_text().splitlines()), key=lambda d: d["raw"])
+    assert [(d["raw"], d["reason"], d["message_id"]) for d in dead] == [
+        ('{"n": 3}', "bad_timestamp", "m3"),
+        ('{"n": 4}', "bad_timestamp", "m4"),
+        ('{"n": 5}', "bad_timestamp", "m5"),
+    ]
+    assert "'yesterday' is neither milliseconds" in dead[0]["error"] and "no attribute 'ts'" in dead[1]["error"]

@@ -36,6 +36,7 @@ MALFORMED = {  # raw message data -> dead-letter reason
     b"": "empty_line",
     b'{"a": ' + b"[" * 100 + b"]" * 100 + b"}": "too_deep",
     b'{"attrs": "taken", "text": "a cat"}': "attributes_key_taken",
+    b'{"id": "bad-time", "image_path": "x.png", "text": "a cat"}': "bad_timestamp",  # its "ts" is not a time
 }
 
 
@@ -70,7 +71,8 @@ def _messages(good_images) -> list[tuple[bytes, dict]]:
             body["image_path"] = str(good_images["rgb.png"])
         messages.append(json.dumps(body).encode())
     messages += list(MALFORMED)
-    return [(data, {"n": str(n)}) for n, data in enumerate(messages)]
+    now = str(int(time.time() * 1000))
+    return [(data, {"n": str(n), "ts": "yesterday" if b"bad-time" in data else now}) for n, data in enumerate(messages)]
 
 
 def _row_count(client, dataset: str, table: str) -> int:
@@ -106,6 +108,8 @@ def test_pubsub_to_files_and_bigquery_accounts_for_every_message(
             subscription,
             "--attributes_key",
             "attrs",
+            "--timestamp_attribute",
+            "ts",
             "--output",
             str(out / "scored"),
             "--dead_letter",
