@@ -137,12 +137,22 @@ def ensure_table(spec: str, project: Optional[str], schema: Mapping[str, Any]) -
         bq.create_table(bigquery.Table(table_id, schema=fields), exists_ok=True)
         _LOGGER.info("Created BigQuery table %s", table_id)
     else:
-        have = {field.name: field.field_type for field in existing.schema}
-        missing = [f"{f.name} {f.field_type}" for f in fields if _type(have.get(f.name)) != _type(f.field_type)]
+        have = {field.name: (_type(field.field_type), field.mode) for field in existing.schema}
+        ours = {field.name for field in fields}
+        missing = [f"{f.name} {f.field_type}" for f in fields if have.get(f.name, (None,))[0] != _type(f.field_type)]
         if missing:
             raise ValueError(
                 f"BigQuery table {table_id} exists without the column(s) {', '.join(missing)}; "
                 "pass a new table, or add the columns (see the README's BigQuery schema)"
+            )
+        # Every row would be refused: a column we do not fill is REQUIRED, or one we fill once is REPEATED.
+        unfillable = [name for name, (_, mode) in have.items() if mode == "REQUIRED" and name not in ours]
+        unfillable += [name for name in ours if have[name][1] == "REPEATED"]
+        if unfillable:
+            raise ValueError(
+                f"BigQuery table {table_id} has column(s) {', '.join(sorted(unfillable))} that no row of this job "
+                "can fill (REQUIRED columns it does not write, or REPEATED ones); make them NULLABLE or pass "
+                "a new table"
             )
     return f"{reference.projectId}:{reference.datasetId}.{reference.tableId}"
 

@@ -29,7 +29,8 @@ class ScoreLongCLIPOptions(PipelineOptions):
         )
         source.add_argument(
             "--timestamp_attribute",
-            help="Pub/Sub attribute holding the event time (ms since epoch or RFC 3339; default: publish time)",
+            help="Pub/Sub attribute holding the event time (ms since epoch or RFC 3339; default: publish time); "
+            "messages without a valid one are dead-lettered",
         )
         source.add_argument(
             "--attributes_key",

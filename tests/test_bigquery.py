@@ -88,6 +88,19 @@ def test_an_existing_table_needs_our_columns(dataset, longclip_checkpoint, capsy
     with pytest.raises(SystemExit):
         parse_options(base + ["--output_table", f"{name}.other"])
     assert "exists without the column(s) image STRING, text STRING, score FLOAT" in capsys.readouterr().err
+    ours = [bigquery.SchemaField.from_api_repr(field) for field in bq_sink.SCORED_SCHEMA["fields"]]
+    client.create_table(
+        bigquery.Table(
+            f"{GCP_PROJECT}.{name}.stricter", schema=ours + [bigquery.SchemaField("batch", "STRING", "REQUIRED")]
+        )
+    )
+    with pytest.raises(SystemExit):
+        parse_options(base + ["--output_table", f"{name}.stricter"])
+    assert "has column(s) batch that no row of this job can fill" in capsys.readouterr().err
+    client.create_table(
+        bigquery.Table(f"{GCP_PROJECT}.{name}.wider", schema=ours + [bigquery.SchemaField("batch", "STRING")])
+    )
+    parse_options(base + ["--output_table", f"{name}.wider"])  # extra NULLABLE columns are fine
     with pytest.raises(SystemExit):
         parse_options(base + ["--output_table", "no_such_dataset.t"])
     assert "dataset test-project:no_such_dataset does not exist" in capsys.readouterr().err
