@@ -71,8 +71,8 @@ def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
         parser.error("Pub/Sub input runs as a streaming job: add --streaming")
     if standard.runner is None:
         standard.runner = DEFAULT_LOCAL_STREAMING_RUNNER if standard.streaming else DEFAULT_LOCAL_RUNNER
-    _resolve_tables(parser, job, options)
-    if standard.runner in StandardOptions.LOCAL_RUNNERS:
+    local = standard.runner in StandardOptions.LOCAL_RUNNERS
+    if local:
         if known.id_label:
             parser.error("--id_label works on the DataflowRunner only; Beam's local runners cannot deduplicate")
         if standard.streaming and known.max_batch_duration_secs is not None:
@@ -81,6 +81,8 @@ def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
                 "batching timer only when the next Pub/Sub message arrives, so a record could wait indefinitely. "
                 "Leave it out: locally the messages of each pull are scored together, without waiting"
             )
+    _resolve_tables(parser, job, options)  # after the checks that need no network
+    if local:
         _check_locally(parser, known.model, known.device)
     return options
 
