@@ -43,8 +43,9 @@ def test_handler_stacks_each_distinct_image_once_and_scores_every_pair(
     for path, text in zip(paths, texts, strict=True):
         image = preparer.load_keyed_image({"image_path": str(path)})
         batch.append(PreparedPair(image.pixels, preparer.tokenize_text({"text": text}).ids, None, image.key))
-    stacked, index = _unique_images(batch, pin_memory=False)
+    stacked, index, keys = _unique_images(batch, pin_memory=False)
     assert stacked.shape[0] == 3 and index == [0, 0, 1, 0, 2]
+    assert keys == [batch[0].image_key, batch[2].image_key, batch[4].image_key]  # one per row, in row order
     results = handler.run_inference(batch, handler.load_model())
     for path, text, result in zip(paths, texts, results, strict=True):
         assert abs(result.inference - reference_score(longclip_state_dict, path, text)) < 1e-5

@@ -65,11 +65,7 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         # Page-locked batches copy to the GPU asynchronously. A shared model is a proxy to another
         # process, where the batch arrives unpickled (and unpinned) anyway.
         pin_memory = not self._share and model.device.type == "cuda"
-        images, image_index = _unique_images(batch, pin_memory)
-        # Keys let the scorer reuse features of images seen in recent batches (COCO: 5 captions each).
-        keys = (
-            None if any(pair.image_key is None for pair in batch) else list(dict.fromkeys(p.image_key for p in batch))
-        )
+        images, image_index, keys = _unique_images(batch, pin_memory)
         scores = model.score(images, [pair.token_ids for pair in batch], image_index, keys)
         return [PredictionResult(pair, score, self._model) for pair, score in zip(batch, scores, strict=True)]
 
@@ -84,8 +80,11 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
             raise ValueError(f"LongCLIPModelHandler takes no inference_args, got {sorted(inference_args)}")
 
 
-def _unique_images(batch: Sequence[PreparedPair], pin_memory: bool) -> tuple[torch.Tensor, list[int]]:
-    """One stacked row per distinct image (by `image_key`), and the row of each pair."""
+def _unique_images(
+    batch: Sequence[PreparedPair], pin_memory: bool
+) -> tuple[torch.Tensor, list[int], Optional[list[str]]]:
+    """One stacked row per distinct image (by `image_key`), the row of each pair, and each row's key when
+    every pair has one (the scorer then reuses features of images seen in recent batches)."""
     rows: dict[object, int] = {}
     unique: list[torch.Tensor] = []
     image_index = []
@@ -97,4 +96,5 @@ def _unique_images(batch: Sequence[PreparedPair], pin_memory: bool) -> tuple[tor
         image_index.append(row)
     shape = (len(unique), *unique[0].shape)
     stacked = torch.empty(shape, dtype=unique[0].dtype, pin_memory=pin_memory)
-    return torch.stack(unique, out=stacked), image_index
+    keys = list(rows) if all(pair.image_key is not None for pair in batch) else None
+    return torch.stack(unique, out=stacked), image_index, keys
