@@ -20,6 +20,7 @@ setup(
         "open_clip_torch>=3.3.0,<4",
         "pillow>=10",
         "huggingface_hub>=0.24",
+        "safetensors>=0.4",
         "scipy",
     ],
     entry_points={"console_scripts": ["score-longclip=pipeline.__main__:main"]},

@@ -2,7 +2,13 @@
 
 Prints pairs/s of ScoreLongCLIP in a FnApiRunner pipeline, its ratio to a bare model loop over
 pre-decoded tensors (same batch size) and to the row-at-a-time evaluator (same precision), and the
-bf16 and fp16 score deviations from fp32 on the same pairs. `--device cpu --smoke` checks it runs.
+score deviations of fp32, bf16 and fp16 from fp32 and from the original evaluator's GPU path on the
+same pairs. `--device cpu --smoke` checks it runs.
+
+The original evaluator on a GPU keeps LongCLIP's partial fp16 model: the weights its `convert_weights`
+rounds stay fp16 and compute in fp16, LayerNorms compute in fp32. open_clip's builder for OpenAI-format
+state dicts (`build_model_from_openai_state_dict(..., cast_dtype=fp16)`) makes the same model; it runs
+here on open_clip's plain 248-position path, batch by batch, as that evaluator's model would.
 """
 
 from __future__ import annotations
@@ -17,7 +23,38 @@ import torch
 from bench import models, workload
 from bench.baseline import RowAtATimeEvaluator
 from bench.runs import PreDecoded, bare_loop, run_pipeline, timed
-from transforms.longclip_model import LongCLIPScorer, build_model, load_state_dict, pick_device
+from transforms.checkpoint_formats import read_checkpoint
+from transforms.longclip_model import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    LongCLIPScorer,
+    build_model,
+    merge_positional_tables,
+    pad_tokens,
+    pick_device,
+)
+
+
+def original_gpu_path_scores(checkpoint: str, device: torch.device, data: PreDecoded, batch_size: int) -> list[float]:
+    """Scores as LongCLIP's own model does on a GPU: partial fp16, LayerNorm in fp32, all 248 positions."""
+    from open_clip.model import build_model_from_openai_state_dict
+
+    state_dict = merge_positional_tables(read_checkpoint(checkpoint).state_dict)
+    model = build_model_from_openai_state_dict(state_dict, quick_gelu=True, cast_dtype=torch.float16)
+    model = model.to(device).eval()
+    mean = torch.tensor(OPENAI_CLIP_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_CLIP_STD, device=device).view(1, 3, 1, 1)
+    scores: list[float] = []
+    with torch.inference_mode():
+        for start in range(0, len(data.paths), batch_size):
+            paths = data.paths[start : start + batch_size]
+            pixels = torch.stack([data.pixels[path] for path in paths]).to(device).float().div(255)
+            image = model.encode_image(((pixels - mean) / std).half()).float()
+            tokens = pad_tokens(data.token_ids[start : start + batch_size], model.context_length).to(device)
+            text = model.encode_text(tokens).float()
+            image, text = image / image.norm(dim=-1, keepdim=True), text / text.norm(dim=-1, keepdim=True)
+            scores += ((image * text).sum(-1).add(1).div(2).clamp(0, 1)).tolist()
+    return scores
 
 
 def _args() -> argparse.Namespace:
@@ -51,21 +88,30 @@ def main() -> None:
     )
 
     torch.backends.cudnn.allow_tf32 = False  # the fp32 reference must be fp32 (convolutions default to TF32)
-    base = build_model(load_state_dict(checkpoint))
+    base = build_model(read_checkpoint(checkpoint))
     scorers = {p: LongCLIPScorer(copy.deepcopy(base), device, p) for p in ("fp32", "bf16", "fp16")}
     del base
     fast = scorers[args.precision]
     pin = device.type == "cuda"
 
-    # Deviation from fp32 on the same pairs (also the warm-up).
+    # Deviations on the same pairs (also the warm-up): from fp32, and from the original evaluator on a GPU.
     sample = workload.records(images, texts[: args.deviation_pairs], captions_per_image=2)
     data = PreDecoded(sample, fast.image_resolution, fast.context_length)
-    reference = bare_loop(scorers["fp32"], data, args.batch_size, pin)
-    for precision in ("bf16", "fp16"):
-        scores = bare_loop(scorers[precision], data, args.batch_size, pin)
-        gaps = [abs(a - b) for a, b in zip(scores, reference, strict=True)]
-        mean = sum(gaps) / len(gaps)
-        print(f"{precision} vs fp32 score: max |diff| {max(gaps):.2e}, mean {mean:.2e} ({len(gaps)} pairs)")
+    scores = {precision: bare_loop(scorer, data, args.batch_size, pin) for precision, scorer in scorers.items()}
+    references = {
+        "fp32": scores["fp32"],
+        "the original GPU path": original_gpu_path_scores(checkpoint, device, data, args.batch_size),
+    }
+    for reference_name, reference in references.items():
+        for precision in ("fp32", "bf16", "fp16"):
+            if precision == reference_name:
+                continue
+            gaps = [abs(a - b) for a, b in zip(scores[precision], reference, strict=True)]
+            mean = sum(gaps) / len(gaps)
+            print(
+                f"{precision} vs {reference_name}: max |score diff| {max(gaps):.2e}, "
+                f"mean {mean:.2e} ({len(gaps)} pairs)"
+            )
     del scorers["fp32"]
 
     records = workload.records(images, texts[: args.pairs])

@@ -137,6 +137,7 @@ def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions) -> None:
         options.model,
         device=options.device,
         precision=options.precision,
+        stored_weights=options.stored_weights,
         image_key=options.image_key,
         text_key=options.text_key,
         output_key=options.output_key,

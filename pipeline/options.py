@@ -65,7 +65,8 @@ class ScoreLongCLIPOptions(PipelineOptions):
         model.add_argument(
             "--model",
             default=DEFAULT_MODEL,
-            help="Hugging Face Hub id, local .pt file or folder, or gs:// URI of a LongCLIP checkpoint "
+            help="Hugging Face Hub id, local file (.pt, .safetensors) or folder (incl. a Hugging Face CLIPModel), "
+            "or gs:// URI of a LongCLIP checkpoint "
             f"(default: {DEFAULT_MODEL})",
         )
         model.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
@@ -74,6 +75,12 @@ class ScoreLongCLIPOptions(PipelineOptions):
             default="fp32",
             choices=("fp32", "bf16", "fp16"),
             help="model weights: fp32 (exact; default), or bf16/fp16 for faster GPUs (see README, Performance)",
+        )
+        model.add_argument(
+            "--stored_weights",
+            action="store_true",
+            help="use a LongCLIP/OpenAI checkpoint's weights as stored; by default they are rounded to fp16 "
+            "as LongCLIP's own loader does, so scores equal the original evaluator's",
         )
         model.add_argument("--min_batch_size", type=int, default=1, help="smallest inference batch (default: 1)")
         model.add_argument("--max_batch_size", type=int, default=32, help="largest inference batch (default: 32)")

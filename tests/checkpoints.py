@@ -77,3 +77,25 @@ def save_checkpoint(path: Path, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(make_state_dict(**kwargs), path)
     return path
+
+
+def save_huggingface_clip(folder: Path, *, seed: int = 0, context_length: int = 248) -> Path:
+    """A tiny random transformers `CLIPModel` written by `save_pretrained` (config.json + model.safetensors),
+    shaped like the LongCLIP conversions on the Hub (248 positions, QuickGELU), with 2 heads per tower
+    where OpenAI's rule (width // 64) would give 1, so a loader must read the heads from the config."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    tower = dict(hidden_size=64, num_attention_heads=2, num_hidden_layers=2, intermediate_size=256)
+    config = CLIPConfig(
+        text_config=dict(tower, max_position_embeddings=context_length, hidden_act="quick_gelu"),
+        vision_config=dict(tower, image_size=32, patch_size=8, hidden_act="quick_gelu"),
+        projection_dim=32,
+    )
+    model = CLIPModel(config)
+    with torch.no_grad():  # transformers initialises the positional tables and LayerNorms plainly; vary them
+        for name, parameter in model.named_parameters():
+            if "position_embedding" in name or "norm" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    model.save_pretrained(folder)
+    return folder

@@ -3,6 +3,10 @@
 It reads the raw checkpoint state dict and shares no code with `transforms/`: its own attention,
 its own positional masks (`pe * mask1 + pe_res * mask2`), open_clip's tokenizer (a separate
 implementation of the same BPE) and LongCLIP's torchvision preprocessing on `Image.open().convert("RGB")`.
+
+LongCLIP's `load` builds its model with fp16 Conv/Linear/attention weights and projections, loads the
+fp32 checkpoint into it and then calls `.float()` on the CPU: `rounded_like_longclip` applies that
+rule to the state dict by key name, and `reference_score` uses it unless told to keep stored values.
 """
 
 from __future__ import annotations
@@ -18,6 +22,30 @@ from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Norma
 CONTEXT = 248
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+# Key suffixes of the tensors LongCLIP's `convert_weights` makes fp16: Conv/Linear weights and biases
+# (conv1, the MLP's c_fc/c_proj, attention out_proj), MultiheadAttention's in_proj, and the two projections.
+_ROUNDED_SUFFIXES = (
+    "conv1.weight",
+    ".attn.in_proj_weight",
+    ".attn.in_proj_bias",
+    ".attn.out_proj.weight",
+    ".attn.out_proj.bias",
+    ".mlp.c_fc.weight",
+    ".mlp.c_fc.bias",
+    ".mlp.c_proj.weight",
+    ".mlp.c_proj.bias",
+)
+_ROUNDED_KEYS = ("visual.proj", "text_projection")
+
+
+def rounded_like_longclip(sd):
+    """The state dict with the values LongCLIP's loader leaves: those tensors through fp16 and back."""
+    return {
+        key: value.half().float() if key.endswith(_ROUNDED_SUFFIXES) or key in _ROUNDED_KEYS else value
+        for key, value in sd.items()
+    }
 
 
 def _layer_norm(x, sd, prefix):
@@ -99,8 +127,11 @@ def tokenize(text, context_length=CONTEXT):
     return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)([" ".join(text.split())])
 
 
-def reference_score(sd, image_path, text):
-    """The score the original LongCLIP code gives, in fp32 on the CPU."""
+def reference_score(sd, image_path, text, *, stored_weights=False):
+    """The score the original LongCLIP code gives, in fp32 on the CPU (with `stored_weights`: the score
+    the same code would give from the checkpoint's values as stored)."""
+    if not stored_weights:
+        sd = rounded_like_longclip(sd)
     resolution = sd["visual.conv1.weight"].shape[-1] * round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     with torch.no_grad():
         image = encode_image(sd, preprocess(image_path, resolution).unsqueeze(0))

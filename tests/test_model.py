@@ -4,13 +4,12 @@ import pytest
 import torch
 from reference_longclip import reference_score
 
+from transforms.checkpoint_formats import Checkpoint, CheckpointFormatError, read_checkpoint
 from transforms.images import ImagePreprocessor, decode_image
 from transforms.longclip_model import (
-    CheckpointFormatError,
     LongCLIPArchitecture,
     LongCLIPScorer,
     build_model,
-    load_state_dict,
     merge_positional_tables,
     pick_device,
     read_architecture,
@@ -43,6 +42,8 @@ def _real_shapes(*, width_t, layers_t, width_v, layers_v, patch, grid, embed, co
         "visual.positional_embedding": (grid * grid + 1, width_v),
         "token_embedding.weight": (49408, width_t),
         "ln_final.weight": (width_t,),
+        "transformer.resblocks.0.mlp.c_fc.weight": (4 * width_t, width_t),
+        "visual.transformer.resblocks.0.mlp.c_fc.weight": (4 * width_v, width_v),
     }
     sizes.update({f"transformer.resblocks.{i}.attn.in_proj_weight": (3 * width_t, width_t) for i in range(layers_t)})
     sizes.update(
@@ -61,9 +62,12 @@ def _real_shapes(*, width_t, layers_t, width_v, layers_v, patch, grid, embed, co
     ids=["LongCLIP-L-336px", "LongCLIP-L", "LongCLIP-B"],
 )
 def test_architecture_of_the_real_checkpoints(shapes, expected):
-    arch = LongCLIPArchitecture.from_state_dict(_real_shapes(**shapes))
+    checkpoint = Checkpoint(_real_shapes(**shapes), "meta", rounded_by_original_loader=True)
+    arch = LongCLIPArchitecture.from_checkpoint(checkpoint)
     assert (arch.image_resolution, arch.embed_dim, arch.vision_layers, arch.context_length) == expected
     assert arch.text_layers == 12 and arch.vocab_size == 49408
+    assert (arch.text_heads, arch.vision_heads) == (shapes["width_t"] // 64, shapes["width_v"] // 64)
+    assert arch.text_mlp_ratio == arch.vision_mlp_ratio == 4 and arch.quick_gelu
 
 
 def test_positional_tables_are_merged_at_row_20(longclip_state_dict):
@@ -77,7 +81,7 @@ def test_positional_tables_are_merged_at_row_20(longclip_state_dict):
 
 
 def test_model_matches_checkpoint_architecture(longclip_checkpoint):
-    model = build_model(load_state_dict(longclip_checkpoint))
+    model = build_model(read_checkpoint(longclip_checkpoint))
     assert model.context_length == 248 and model.visual.image_size[0] == 32
     assert read_architecture(longclip_checkpoint).image_resolution == 32
     # QuickGELU, as OpenAI and LongCLIP weights need.
@@ -94,7 +98,7 @@ def test_scores_equal_original_longclip(longclip_checkpoint, longclip_state_dict
     scores = scorer.score(pixels, [tokens.ids] * len(names))
     expected = [reference_score(longclip_state_dict, good_images[name], CAPTIONS[caption]) for name in names]
     for name, got, want in zip(names, scores, expected, strict=True):
-        assert abs(got - want) < 1e-5, (name, got, want)
+        assert abs(got - want) < 1e-6, (name, got, want)
     assert len(set(round(s, 6) for s in scores)) > 1, "different images must score differently"
 
 
@@ -107,22 +111,22 @@ def test_openai_format_checkpoint_loads_at_context_77(openai_checkpoint, good_im
     assert tokens.truncated
     pixels = ImagePreprocessor(scorer.image_resolution)(decode_image(good_images["rgb.png"].read_bytes()))
     got = scorer.score(pixels.unsqueeze(0), [tokens.ids])[0]
-    assert abs(got - reference_score(state_dict, good_images["rgb.png"], text)) < 1e-5
+    assert abs(got - reference_score(state_dict, good_images["rgb.png"], text)) < 1e-6
 
 
 def test_checkpoint_container_and_ddp_prefix_are_unwrapped(tmp_path, longclip_state_dict):
     wrapped = {"state_dict": {f"module.{k}": v for k, v in longclip_state_dict.items()}, "epoch": 3}
     torch.save(wrapped, tmp_path / "wrapped.ckpt")
-    assert set(load_state_dict(tmp_path / "wrapped.ckpt")) == set(longclip_state_dict)
+    assert set(read_checkpoint(tmp_path / "wrapped.ckpt").state_dict) == set(longclip_state_dict)
 
 
 def test_not_a_state_dict_is_a_clear_error(tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointFormatError, match="weights_only=True"):
-        load_state_dict(tmp_path / "garbage.pt")
+    with pytest.raises(CheckpointFormatError, match="weights_only=True.*Accepted: .*safetensors.*CLIPModel"):
+        read_checkpoint(tmp_path / "garbage.pt")
     torch.save({"encoder.weight": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointFormatError, match="missing visual.proj"):
-        build_model(load_state_dict(tmp_path / "other.pt"))
+    with pytest.raises(CheckpointFormatError, match="missing visual.proj.*Accepted: "):
+        build_model(read_checkpoint(tmp_path / "other.pt"))
 
 
 def test_missing_cuda_is_an_error_not_a_silent_cpu_run():

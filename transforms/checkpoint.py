@@ -1,8 +1,8 @@
-"""Finding a LongCLIP checkpoint file from what the user passed as `model`.
+"""Finding a LongCLIP checkpoint from what the user passed as `model`.
 
 Accepted: a Hugging Face Hub repo id (downloaded once into the Hub cache), a local file, a local
-folder holding one checkpoint, or any Beam FileSystems URI such as `gs://` (copied once per
-machine into a local cache). Ambiguity is an error, never a silent pick.
+folder holding one checkpoint (or a Hugging Face CLIPModel), or any Beam FileSystems URI such as
+`gs://` (copied once per machine into a local cache). Ambiguity is an error, never a silent pick.
 """
 
 from __future__ import annotations
@@ -10,16 +10,19 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
+import json
 import logging
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Collection, Optional
+
+from transforms.checkpoint_formats import HF_CONFIG, HF_WEIGHTS, SAFETENSORS_SUFFIX, STATE_DICT_SUFFIXES
 
 DEFAULT_MODEL = "BeichenZhang/LongCLIP-L-336px"
-CHECKPOINT_SUFFIXES = (".pt", ".bin", ".ckpt")
+CHECKPOINT_SUFFIXES = (*STATE_DICT_SUFFIXES, SAFETENSORS_SUFFIX)
 
 _HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _LOGGER = logging.getLogger(__name__)
@@ -46,7 +49,7 @@ def default_cache_dir() -> str:
 @functools.lru_cache(maxsize=None)
 def _resolve(model: str, cache_dir: str) -> Path:
     if not model.strip():
-        raise CheckpointNotFoundError("--model is empty: pass a Hub id, a checkpoint file, a folder or a gs:// URI")
+        raise CheckpointNotFoundError("model is empty: pass a Hub id, a checkpoint file, a folder or a gs:// URI")
     local = Path(model).expanduser()
     if local.is_file():
         return local
@@ -68,36 +71,64 @@ def _looks_local(path: Path) -> bool:
 
 
 def pick_checkpoint_in_folder(folder: Path) -> Path:
-    """The folder's single `.pt`/`.bin`/`.ckpt` file; among several, the single one named like `longclip`."""
-    candidates = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES)
+    """The folder itself when it is a Hugging Face CLIPModel, else its one checkpoint file (see `choose_files`)."""
+    chosen = choose_files([p.name for p in folder.iterdir() if p.is_file()], str(folder))
+    return folder if chosen[0] == HF_CONFIG else folder / chosen[0]
+
+
+def choose_files(names: Collection[str], where: str) -> list[str]:
+    """Which of a folder's (or Hub repo's) files make the checkpoint.
+
+    A Hugging Face CLIPModel layout (`config.json` beside `model.safetensors`, `pytorch_model.bin` or
+    a shard index) wins: it is `[config.json, weights]`. Otherwise the single `.pt`/`.bin`/`.ckpt`/
+    `.safetensors` file; among several, the single one named like `longclip`; else an error.
+    """
+    if HF_CONFIG in names:
+        weights = next((name for name in HF_WEIGHTS if name in names), None)
+        if weights:
+            return [HF_CONFIG, weights]
+    candidates = sorted(name for name in names if name.lower().endswith(CHECKPOINT_SUFFIXES))
     if len(candidates) == 1:
-        return candidates[0]
+        return candidates
     if not candidates:
-        present = ", ".join(sorted(p.name for p in folder.iterdir())[:20]) or "nothing"
+        present = ", ".join(sorted(names)[:20]) or "nothing"
         raise CheckpointNotFoundError(
-            f"no checkpoint ({'/'.join(CHECKPOINT_SUFFIXES)}) in folder {folder}; it holds: {present}"
+            f"no checkpoint ({'/'.join(CHECKPOINT_SUFFIXES)} file, or {HF_CONFIG} with "
+            f"{' or '.join(HF_WEIGHTS[::2])}) in {where}; it holds: {present}"
         )
-    named = [p for p in candidates if "longclip" in p.name.lower()]
+    named = [name for name in candidates if "longclip" in name.lower()]
     if len(named) == 1:
-        return named[0]
-    listed = ", ".join(p.name for p in (named or candidates))
-    raise CheckpointNotFoundError(
-        f"folder {folder} holds several checkpoints ({listed}); pass the file itself as the model"
-    )
+        return named
+    listed = ", ".join(named or candidates)
+    raise CheckpointNotFoundError(f"{where} holds several checkpoints ({listed}); pass the file itself as the model")
 
 
 def _download_from_hub(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
+    """Downloads only the files `choose_files` picks from the repo's listing; offline, uses the Hub cache."""
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
     try:
-        snapshot = snapshot_download(repo_id, allow_patterns=[f"*{suffix}" for suffix in CHECKPOINT_SUFFIXES])
+        names = [name for name in HfApi().list_repo_files(repo_id) if "/" not in name]
+        chosen = choose_files(names, f"Hub repo {repo_id}")
+        paths = [Path(hf_hub_download(repo_id, name)) for name in chosen]
+        if chosen[-1].endswith(".index.json"):
+            shards = set(json.loads(paths[-1].read_text(encoding="utf-8")).get("weight_map", {}).values())
+            paths += [Path(hf_hub_download(repo_id, shard)) for shard in sorted(shards)]
+        return paths[0].parent if chosen[0] == HF_CONFIG else paths[0]
+    except CheckpointNotFoundError:
+        raise
     except Exception as exc:
+        try:  # offline, or the Hub unreachable: a copy downloaded earlier is as good
+            return pick_checkpoint_in_folder(Path(snapshot_download(repo_id, local_files_only=True)))
+        except CheckpointNotFoundError:
+            raise
+        except Exception:
+            pass
         raise CheckpointNotFoundError(
             f"could not get checkpoint {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
             f"Without network access, download it elsewhere (`hf download {repo_id}`) and pass the local "
             f".pt file (or its folder, or a gs:// copy) as the model, e.g. --model /models/longclip-L@336px.pt"
         ) from exc
-    return pick_checkpoint_in_folder(Path(snapshot))
 
 
 def _copy_to_cache(uri: str, cache_dir: str) -> Path:

@@ -24,6 +24,8 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         (Beam's `large_model`); what you want with one GPU and many worker processes.
       model_copies: with sharing, how many copies per machine (e.g. one per GPU).
       precision: `"fp32"` (exact), or `"bf16"`/`"fp16"` weights for faster GPU runs.
+      stored_weights: use a LongCLIP/OpenAI checkpoint's weights as stored, instead of rounded to fp16
+        as LongCLIP's own loader does (the default, which gives the original evaluator's scores).
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         share_model_across_processes: bool = False,
         model_copies: Optional[int] = None,
         precision: str = "fp32",
+        stored_weights: bool = False,
     ):
         if min_batch_size < 1 or max_batch_size < min_batch_size:
             raise ValueError(f"need 1 <= min_batch_size <= max_batch_size, got {min_batch_size} and {max_batch_size}")
@@ -52,9 +55,12 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         self._device = device
         self._precision = precision
         self._share = share_model_across_processes
+        self._stored_weights = stored_weights
 
     def load_model(self) -> LongCLIPScorer:
-        return LongCLIPScorer.from_checkpoint(resolve_checkpoint(self._model), self._device, self._precision)
+        return LongCLIPScorer.from_checkpoint(
+            resolve_checkpoint(self._model), self._device, self._precision, stored_weights=self._stored_weights
+        )
 
     def run_inference(
         self,

@@ -18,6 +18,14 @@ from typing import Mapping, Optional, Sequence, Union
 import open_clip
 import torch
 
+from transforms.checkpoint_formats import (
+    ACCEPTED_FORMATS,
+    RESIDUAL_TABLE,
+    Checkpoint,
+    CheckpointFormatError,
+    read_checkpoint,
+)
+
 # LongCLIP keeps these many leading rows of the original CLIP positional table frozen.
 KEPT_POSITIONS = 20
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -29,26 +37,32 @@ _LOGGER = logging.getLogger(__name__)
 StateDict = Mapping[str, torch.Tensor]
 
 
-class CheckpointFormatError(ValueError):
-    """The file loads, but is not a LongCLIP / OpenAI-CLIP ViT state dict."""
-
-
 @dataclass(frozen=True)
 class LongCLIPArchitecture:
-    """Sizes of a CLIP ViT, inferred from state-dict shapes exactly as LongCLIP's `build_model` does."""
+    """Sizes of a CLIP ViT, inferred from state-dict shapes as LongCLIP's `build_model` does.
+
+    Heads default to width // 64 and the MLP to 4x width (OpenAI's rules); a Hugging Face config
+    states its heads instead.
+    """
 
     embed_dim: int
     image_resolution: int
     vision_width: int
     vision_layers: int
     vision_patch_size: int
+    vision_heads: int
     context_length: int
     vocab_size: int
     text_width: int
     text_layers: int
+    text_heads: int
+    text_mlp_ratio: float
+    vision_mlp_ratio: float
+    quick_gelu: bool
 
     @classmethod
-    def from_state_dict(cls, state_dict: StateDict) -> "LongCLIPArchitecture":
+    def from_checkpoint(cls, checkpoint: Checkpoint) -> "LongCLIPArchitecture":
+        state_dict = checkpoint.state_dict
         required = (
             "visual.proj",
             "visual.conv1.weight",
@@ -57,54 +71,41 @@ class LongCLIPArchitecture:
             "token_embedding.weight",
             "ln_final.weight",
             "text_projection",
+            "transformer.resblocks.0.mlp.c_fc.weight",
+            "visual.transformer.resblocks.0.mlp.c_fc.weight",
         )
         missing = [key for key in required if key not in state_dict]
         if missing:
             raise CheckpointFormatError(
-                f"not a LongCLIP/OpenAI-CLIP ViT state dict: missing {', '.join(missing)} "
-                f"(found e.g. {', '.join(list(state_dict)[:5])})"
+                f"{checkpoint.source} is not a LongCLIP/OpenAI-CLIP ViT state dict: missing {', '.join(missing)} "
+                f"(found e.g. {', '.join(list(state_dict)[:5])}). Accepted: {ACCEPTED_FORMATS}"
             )
         conv = state_dict["visual.conv1.weight"]
         patch = conv.shape[-1]
         grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
         text_blocks = {m.group(1) for key in state_dict if (m := re.match(r"transformer\.resblocks\.(\d+)\.", key))}
+        text_width = state_dict["ln_final.weight"].shape[0]
         return cls(
             embed_dim=state_dict["text_projection"].shape[1],
             image_resolution=patch * grid,
             vision_width=conv.shape[0],
             vision_layers=sum(1 for k in state_dict if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")),
             vision_patch_size=patch,
+            vision_heads=checkpoint.vision_heads or conv.shape[0] // 64,
             context_length=state_dict["positional_embedding"].shape[0],
             vocab_size=state_dict["token_embedding.weight"].shape[0],
-            text_width=state_dict["ln_final.weight"].shape[0],
+            text_width=text_width,
             text_layers=len(text_blocks),
+            text_heads=checkpoint.text_heads or text_width // 64,
+            text_mlp_ratio=state_dict["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / text_width,
+            vision_mlp_ratio=state_dict["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / conv.shape[0],
+            quick_gelu=checkpoint.quick_gelu,
         )
 
 
-def load_state_dict(path: Union[str, Path], *, mmap: bool = False) -> dict[str, torch.Tensor]:
-    """Loads a checkpoint safely (`weights_only=True`) and unwraps common containers."""
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:
-        raise CheckpointFormatError(
-            f"cannot load {path} as a PyTorch state dict with weights_only=True "
-            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}). "
-            "Pass the original LongCLIP .pt file (a state dict), not a TorchScript archive or a Hugging Face folder."
-        ) from exc
-    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, Mapping):
-        raise CheckpointFormatError(f"{path} holds a {type(loaded).__name__}, not a state dict")
-    return {key.removeprefix("module."): value for key, value in loaded.items() if isinstance(value, torch.Tensor)}
-
-
 def read_architecture(path: Union[str, Path]) -> LongCLIPArchitecture:
-    """The architecture of the checkpoint at `path`, memory-mapping it so only the header is read."""
-    try:
-        state_dict = load_state_dict(path, mmap=True)
-    except CheckpointFormatError:
-        state_dict = load_state_dict(path)  # legacy (non-zip) checkpoints cannot be memory-mapped
-    return LongCLIPArchitecture.from_state_dict(state_dict)
+    """The architecture of the checkpoint at `path`, reading shapes only (not the weights)."""
+    return LongCLIPArchitecture.from_checkpoint(read_checkpoint(path, shapes_only=True))
 
 
 def merge_positional_tables(state_dict: StateDict) -> dict[str, torch.Tensor]:
@@ -114,28 +115,34 @@ def merge_positional_tables(state_dict: StateDict) -> dict[str, torch.Tensor]:
     result is bit-identical to `pe * mask1 + pe_res * mask2`. A plain CLIP state dict is returned as is.
     """
     merged = {key: value for key, value in state_dict.items() if key not in _METADATA_KEYS}
-    residual = merged.pop("positional_embedding_res", None)
+    residual = merged.pop(RESIDUAL_TABLE, None)
     if residual is not None:
         base = merged["positional_embedding"]
         if residual.shape != base.shape:
             raise CheckpointFormatError(
-                f"positional_embedding {tuple(base.shape)} and positional_embedding_res "
-                f"{tuple(residual.shape)} differ in shape"
+                f"positional_embedding {tuple(base.shape)} and {RESIDUAL_TABLE} {tuple(residual.shape)} differ in shape"
             )
         merged["positional_embedding"] = torch.cat([base[:KEPT_POSITIONS], residual[KEPT_POSITIONS:]], dim=0)
     return merged
 
 
-def build_model(state_dict: StateDict) -> open_clip.CLIP:
-    """An fp32 open_clip CLIP (QuickGELU) holding the checkpoint's weights, in eval mode."""
-    arch = LongCLIPArchitecture.from_state_dict(state_dict)
-    if arch.vision_width % 64 or arch.text_width % 64:
-        raise CheckpointFormatError(f"widths must be multiples of 64 (heads = width // 64), got {arch}")
+def build_model(checkpoint: Checkpoint, *, stored_weights: bool = False) -> open_clip.CLIP:
+    """An fp32 open_clip CLIP holding the checkpoint's weights, in eval mode.
+
+    Unless `stored_weights`, the weights get what the format's own loader does to them: LongCLIP's and
+    OpenAI's loaders round most of them to fp16 (see `round_weights_like_longclip`), and every score
+    they give comes from those rounded values, on the CPU too.
+    """
+    arch = LongCLIPArchitecture.from_checkpoint(checkpoint)
+    if arch.vision_width % arch.vision_heads or arch.text_width % arch.text_heads:
+        raise CheckpointFormatError(f"widths must be multiples of the head counts, got {arch}")
     model = open_clip.CLIP(
         embed_dim=arch.embed_dim,
         vision_cfg=open_clip.CLIPVisionCfg(
             layers=arch.vision_layers,
             width=arch.vision_width,
+            head_width=arch.vision_width // arch.vision_heads,
+            mlp_ratio=arch.vision_mlp_ratio,
             patch_size=arch.vision_patch_size,
             image_size=arch.image_resolution,
         ),
@@ -143,16 +150,48 @@ def build_model(state_dict: StateDict) -> open_clip.CLIP:
             context_length=arch.context_length,
             vocab_size=arch.vocab_size,
             width=arch.text_width,
-            heads=arch.text_width // 64,
+            heads=arch.text_heads,
             layers=arch.text_layers,
+            mlp_ratio=arch.text_mlp_ratio,
         ),
-        quick_gelu=True,
+        quick_gelu=arch.quick_gelu,
     )
+    state_dict = merge_positional_tables(checkpoint.state_dict)
+    state_dict.setdefault("logit_scale", model.logit_scale.detach().clone())  # unused for scoring
     try:
-        model.load_state_dict(merge_positional_tables(state_dict), strict=True)
+        model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
-        raise CheckpointFormatError(f"checkpoint does not match a CLIP ViT of {arch}: {exc}") from exc
-    return model.float().eval().requires_grad_(False)
+        raise CheckpointFormatError(f"{checkpoint.source} does not match a CLIP ViT of {arch}: {exc}") from exc
+    model = model.float().eval().requires_grad_(False)
+    if checkpoint.rounded_by_original_loader and not stored_weights:
+        round_weights_like_longclip(model)
+    return model
+
+
+def round_weights_like_longclip(model: torch.nn.Module) -> None:
+    """Rounds to fp16 and back, in place, exactly the parameters LongCLIP's `convert_weights` makes fp16.
+
+    Those are the weights and biases of every Conv1d/Conv2d/Linear (attention `out_proj` included),
+    the input projections and biases of every MultiheadAttention, and the `proj`/`text_projection`
+    parameters. LayerNorms, embeddings, positional tables and `logit_scale` keep their values.
+    LongCLIP's `load` then calls `.float()` on the CPU: the dtype comes back, the rounding stays.
+    """
+
+    def to_fp16_and_back(tensor: Optional[torch.Tensor]) -> None:
+        if tensor is not None:
+            tensor.data = tensor.data.half().float()
+
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
+            to_fp16_and_back(module.weight)
+            to_fp16_and_back(module.bias)
+        if isinstance(module, torch.nn.MultiheadAttention):
+            for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight", "in_proj_bias"):
+                to_fp16_and_back(getattr(module, name))
+            to_fp16_and_back(module.bias_k)
+            to_fp16_and_back(module.bias_v)
+        for name in ("text_projection", "proj"):
+            to_fp16_and_back(getattr(module, name, None))
 
 
 def pick_device(device: Optional[str]) -> torch.device:
@@ -208,10 +247,16 @@ class LongCLIPScorer:
 
     @classmethod
     def from_checkpoint(
-        cls, path: Union[str, Path], device: Optional[str] = None, precision: str = "fp32"
+        cls,
+        path: Union[str, Path],
+        device: Optional[str] = None,
+        precision: str = "fp32",
+        *,
+        stored_weights: bool = False,
     ) -> "LongCLIPScorer":
+        """Loads any accepted checkpoint format (see `checkpoint_formats`) onto `device`."""
         chosen = pick_device(device)
-        model = build_model(load_state_dict(path))
+        model = build_model(read_checkpoint(path), stored_weights=stored_weights)
         _LOGGER.info("Loaded LongCLIP checkpoint %s on %s in %s", path, chosen, precision)
         return cls(model, chosen, precision)
 

@@ -34,6 +34,8 @@ class ScoreLongCLIP(beam.PTransform):
 
     `prepare_threads` threads fetch and decode images while the model scores earlier batches.
     `precision` `"bf16"`/`"fp16"` speeds up GPUs at a small score deviation (README, Performance).
+    `stored_weights` keeps a LongCLIP checkpoint's weights as stored rather than rounded to fp16 as
+    LongCLIP's loader does; the default gives the original evaluator's scores.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class ScoreLongCLIP(beam.PTransform):
         http_timeout_secs: float = images.DEFAULT_HTTP_TIMEOUT_SECS,
         precision: str = "fp32",
         prepare_threads: int = 4,
+        stored_weights: bool = False,
     ):
         super().__init__()
         if prepare_threads < 1:
@@ -70,6 +73,7 @@ class ScoreLongCLIP(beam.PTransform):
             share_model_across_processes=share_model_across_processes,
             model_copies=model_copies,
             precision=precision,
+            stored_weights=stored_weights,
         )
         # Enough in flight that the next batch is being decoded while the current one is scored.
         self._prefetch = dict(threads=prepare_threads, max_pending=max_batch_size + prepare_threads)
