@@ -15,8 +15,8 @@ import torch
 from bench import memory, models, workload
 from bench.baseline import RowAtATimeEvaluator
 from bench.runs import PreDecoded, bare_loop, run_pipeline, timed
-from transforms.longclip_model import LongCLIPScorer, pad_tokens
-from transforms.tokenizer import LongCLIPTokenizer
+from transforms.inputs.tokenizer import LongCLIPTokenizer
+from transforms.model.scorer import LongCLIPScorer, pad_tokens
 
 TARGETS = {
     "pipeline / bare model loop": 0.85,

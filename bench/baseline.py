@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
-from transforms.longclip_model import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, LongCLIPScorer, pad_tokens
-from transforms.tokenizer import LongCLIPTokenizer
+from transforms.inputs.tokenizer import LongCLIPTokenizer
+from transforms.model.scorer import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, LongCLIPScorer, pad_tokens
 
 
 class RowAtATimeEvaluator:

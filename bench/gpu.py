@@ -23,16 +23,10 @@ import torch
 from bench import models, workload
 from bench.baseline import RowAtATimeEvaluator
 from bench.runs import PreDecoded, bare_loop, run_pipeline, timed
-from transforms.checkpoint_formats import read_checkpoint
-from transforms.longclip_model import (
-    OPENAI_CLIP_MEAN,
-    OPENAI_CLIP_STD,
-    LongCLIPScorer,
-    build_model,
-    merge_positional_tables,
-    pad_tokens,
-    pick_device,
-)
+from transforms.model.architecture import build_model, merge_positional_tables
+from transforms.model.device import pick_device
+from transforms.model.formats import read_checkpoint
+from transforms.model.scorer import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, LongCLIPScorer, pad_tokens
 
 
 def original_gpu_path_scores(checkpoint: str, device: torch.device, data: PreDecoded, batch_size: int) -> list[float]:

@@ -11,9 +11,9 @@ import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms import ScoreLongCLIP
-from transforms.images import ImagePreprocessor, decode_image
-from transforms.longclip_model import LongCLIPScorer
-from transforms.tokenizer import LongCLIPTokenizer
+from transforms.inputs.images import ImagePreprocessor, decode_image
+from transforms.inputs.tokenizer import LongCLIPTokenizer
+from transforms.model.scorer import LongCLIPScorer
 
 # The FnApiRunner runs the DoFns in this process, so they can note times and outputs here.
 _SEEN: dict[tuple[int, str], list] = {}

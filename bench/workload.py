@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from transforms.tokenizer import LongCLIPTokenizer
+from transforms.inputs.tokenizer import LongCLIPTokenizer
 
 _WORDS = (
     "a the red blue green old small large wooden stone bright dark quiet busy street market river bridge "

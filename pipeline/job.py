@@ -23,8 +23,9 @@ from pipeline.options import ScoreLongCLIPOptions
 from pipeline.sinks import PublishJson, WriteJsonLines
 from pipeline.sources import ReadJsonLines, ReadPubSubRecords
 from transforms import CheckpointFormatError, CheckpointNotFoundError, ScoreLongCLIP, resolve_checkpoint
-from transforms import score as score_transform
-from transforms.longclip_model import pick_device, read_architecture
+from transforms.beam import score as score_transform
+from transforms.model.architecture import read_architecture
+from transforms.model.device import pick_device
 
 _LOGGER = logging.getLogger(__name__)
 

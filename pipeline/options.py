@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import images
-from transforms.checkpoint import DEFAULT_MODEL
+from transforms.inputs import images
+from transforms.model.locate import DEFAULT_MODEL
 
 
 class ScoreLongCLIPOptions(PipelineOptions):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from transforms.checkpoint import CheckpointNotFoundError, pick_checkpoint_in_folder, resolve_checkpoint
+from transforms.model.locate import CheckpointNotFoundError, pick_checkpoint_in_folder, resolve_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def _resolve_in_fresh_process(model: str, hf_home: Path) -> subprocess.CompletedProcess:
     """huggingface_hub reads HF_HUB_OFFLINE at import, so Hub cases run as a user would: a new process."""
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
-    code = "import sys; from transforms.checkpoint import resolve_checkpoint; print(resolve_checkpoint(sys.argv[1]))"
+    code = "import sys; from transforms.model.locate import resolve_checkpoint; print(resolve_checkpoint(sys.argv[1]))"
     return subprocess.run(
         [sys.executable, "-c", code, model], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
     )

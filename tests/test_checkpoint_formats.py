@@ -14,11 +14,12 @@ from reference_longclip import reference_score
 from safetensors.torch import save_file
 from test_model import CAPTIONS
 
-from transforms.checkpoint import resolve_checkpoint
-from transforms.checkpoint_formats import CheckpointFormatError, read_checkpoint
-from transforms.images import ImagePreprocessor, decode_image
-from transforms.longclip_model import LongCLIPScorer, pad_tokens, read_architecture
-from transforms.tokenizer import LongCLIPTokenizer
+from transforms.inputs.images import ImagePreprocessor, decode_image
+from transforms.inputs.tokenizer import LongCLIPTokenizer
+from transforms.model.architecture import read_architecture
+from transforms.model.formats import CheckpointFormatError, read_checkpoint
+from transforms.model.locate import resolve_checkpoint
+from transforms.model.scorer import LongCLIPScorer, pad_tokens
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,10 @@ from reference_longclip import encode_text as reference_encode_text
 from reference_longclip import reference_score, rounded_like_longclip
 from test_model import CAPTIONS
 
-from transforms.images import ImagePreprocessor, decode_image
-from transforms.longclip_model import LongCLIPScorer, _length_groups, pad_tokens, parse_precision
-from transforms.tokenizer import EOT_ID, LongCLIPTokenizer
+from transforms.inputs.images import ImagePreprocessor, decode_image
+from transforms.inputs.tokenizer import EOT_ID, LongCLIPTokenizer
+from transforms.model.device import parse_precision
+from transforms.model.scorer import LongCLIPScorer, _length_groups, pad_tokens
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from reference_longclip import reference_score
 
-from transforms import input_errors as errors
-from transforms.checkpoint import resolve_checkpoint
-from transforms.input_errors import InputError
-from transforms.prepare import PairPreparer
+from transforms.inputs import reasons as errors
+from transforms.inputs.prepare import PairPreparer
+from transforms.inputs.reasons import InputError
+from transforms.model.locate import resolve_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def test_gs_model_is_copied_once_into_the_cache(gcs_bucket, longclip_checkpoint,
     first_copy = cached.stat().st_mtime_ns
     # A fresh process (another SDK worker) reuses the copy instead of downloading again.
     code = (
-        "import sys; from transforms.checkpoint import resolve_checkpoint; "
+        "import sys; from transforms.model.locate import resolve_checkpoint; "
         "print(resolve_checkpoint(sys.argv[1], sys.argv[2]))"
     )
     done = subprocess.run(

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from transforms import input_errors as errors
-from transforms.images import decode_image, read_image_bytes
-from transforms.input_errors import InputError
-from transforms.prepare import PairPreparer
+from transforms.inputs import reasons as errors
+from transforms.inputs.images import decode_image, read_image_bytes
+from transforms.inputs.prepare import PairPreparer
+from transforms.inputs.reasons import InputError
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,12 @@ import pytest
 import torch
 from reference_longclip import reference_score
 
-from transforms.checkpoint_formats import Checkpoint, CheckpointFormatError, read_checkpoint
-from transforms.images import ImagePreprocessor, decode_image
-from transforms.longclip_model import (
-    LongCLIPArchitecture,
-    LongCLIPScorer,
-    build_model,
-    merge_positional_tables,
-    pick_device,
-    read_architecture,
-)
-from transforms.tokenizer import LongCLIPTokenizer
+from transforms.inputs.images import ImagePreprocessor, decode_image
+from transforms.inputs.tokenizer import LongCLIPTokenizer
+from transforms.model.architecture import LongCLIPArchitecture, build_model, merge_positional_tables, read_architecture
+from transforms.model.device import pick_device
+from transforms.model.formats import Checkpoint, CheckpointFormatError, read_checkpoint
+from transforms.model.scorer import LongCLIPScorer
 
 CAPTIONS = {
     "short": "a photo of a cat",

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from transforms.prefetch import OrderedPrefetcher
+from transforms.beam.prefetch import OrderedPrefetcher
 
 
 class _Work:

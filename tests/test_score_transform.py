@@ -11,7 +11,7 @@ from reference_longclip import reference_score
 from test_model import CAPTIONS
 
 from transforms import ScoreLongCLIP
-from transforms import input_errors as errors
+from transforms.inputs import reasons as errors
 
 BAD_IMAGE_REASONS = {
     "corrupt.jpg": errors.IMAGE_UNDECODABLE,

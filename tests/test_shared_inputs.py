@@ -12,8 +12,8 @@ from reference_longclip import reference_score
 from test_model import CAPTIONS
 
 from transforms import LongCLIPModelHandler, ScoreLongCLIP
-from transforms.handler import _unique_images
-from transforms.prepare import PairPreparer, PreparedPair
+from transforms.beam.handler import _unique_images
+from transforms.inputs.prepare import PairPreparer, PreparedPair
 
 
 def test_same_bytes_share_a_key_and_a_recent_location_is_loaded_once(tmp_path, good_images):

@@ -3,7 +3,7 @@
 import open_clip
 import pytest
 
-from transforms.tokenizer import EOT_ID, SOT_ID, LongCLIPTokenizer
+from transforms.inputs.tokenizer import EOT_ID, SOT_ID, LongCLIPTokenizer
 
 
 @pytest.fixture(scope="module")

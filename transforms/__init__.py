@@ -1,12 +1,13 @@
 """LongCLIP image/long-caption alignment scoring as a reusable Apache Beam transform."""
 
-from transforms.checkpoint import DEFAULT_MODEL, CheckpointNotFoundError, resolve_checkpoint
-from transforms.handler import LongCLIPModelHandler
-from transforms.input_errors import REASON_CODES, InputError
-from transforms.longclip_model import CheckpointFormatError, LongCLIPScorer
-from transforms.prepare import PairPreparer, PreparedPair
-from transforms.score import ScoreLongCLIP
-from transforms.tokenizer import LongCLIPTokenizer, TokenizedText
+from transforms.beam.handler import LongCLIPModelHandler
+from transforms.beam.score import ScoreLongCLIP
+from transforms.inputs.prepare import PairPreparer, PreparedPair
+from transforms.inputs.reasons import REASON_CODES, InputError
+from transforms.inputs.tokenizer import LongCLIPTokenizer, TokenizedText
+from transforms.model.formats import CheckpointFormatError
+from transforms.model.locate import DEFAULT_MODEL, CheckpointNotFoundError, resolve_checkpoint
+from transforms.model.scorer import LongCLIPScorer
 
 __all__ = [
     "DEFAULT_MODEL",

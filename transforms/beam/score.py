@@ -10,13 +10,14 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import images, input_errors
-from transforms.checkpoint import DEFAULT_MODEL, resolve_checkpoint
-from transforms.handler import LongCLIPModelHandler
-from transforms.input_errors import InputError
-from transforms.longclip_model import read_architecture
-from transforms.prefetch import OrderedPrefetcher
-from transforms.prepare import PairPreparer, PreparedPair
+from transforms.beam.handler import LongCLIPModelHandler
+from transforms.beam.prefetch import OrderedPrefetcher
+from transforms.inputs import images
+from transforms.inputs import reasons as input_errors
+from transforms.inputs.prepare import PairPreparer, PreparedPair
+from transforms.inputs.reasons import InputError
+from transforms.model.architecture import read_architecture
+from transforms.model.locate import DEFAULT_MODEL, resolve_checkpoint
 
 METRICS_NAMESPACE = "ScoreLongCLIP"
 _FAILED = "failed"

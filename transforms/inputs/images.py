@@ -21,8 +21,8 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import CenterCrop, InterpolationMode, PILToTensor, Resize
 
-from transforms import input_errors as errors
-from transforms.input_errors import InputError
+from transforms.inputs import reasons as errors
+from transforms.inputs.reasons import InputError
 
 DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb warning level

@@ -7,9 +7,10 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from transforms.checkpoint import DEFAULT_MODEL, resolve_checkpoint
-from transforms.longclip_model import LongCLIPScorer, parse_precision
-from transforms.prepare import PreparedPair
+from transforms.inputs.prepare import PreparedPair
+from transforms.model.device import parse_precision
+from transforms.model.locate import DEFAULT_MODEL, resolve_checkpoint
+from transforms.model.scorer import LongCLIPScorer
 
 
 class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIPScorer]):

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Collection, Optional
 
-from transforms.checkpoint_formats import HF_CONFIG, HF_WEIGHTS, SAFETENSORS_SUFFIX, STATE_DICT_SUFFIXES
+from transforms.model.formats import HF_CONFIG, HF_WEIGHTS, SAFETENSORS_SUFFIX, STATE_DICT_SUFFIXES
 
 DEFAULT_MODEL = "BeichenZhang/LongCLIP-L-336px"
 CHECKPOINT_SUFFIXES = (*STATE_DICT_SUFFIXES, SAFETENSORS_SUFFIX)

@@ -15,10 +15,10 @@ from typing import Any, Mapping, NamedTuple, Optional
 
 import torch
 
-from transforms import images
-from transforms import input_errors as errors
-from transforms.input_errors import InputError
-from transforms.tokenizer import LongCLIPTokenizer, TokenizedText
+from transforms.inputs import images
+from transforms.inputs import reasons as errors
+from transforms.inputs.reasons import InputError
+from transforms.inputs.tokenizer import LongCLIPTokenizer, TokenizedText
 
 
 class PreparedPair(NamedTuple):
