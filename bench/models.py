@@ -7,13 +7,11 @@ The generator is the one the tests use (tests/checkpoints.py), so the format can
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from checkpoints import make_state_dict  # noqa: E402
+from tests.support.checkpoints import make_state_dict
 
 ARCHITECTURES: dict[str, dict[str, int]] = {
     "B16": dict(

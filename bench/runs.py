@@ -10,7 +10,7 @@ import apache_beam as beam
 import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import ScoreLongCLIP
+from transforms import BatchSettings, ImageSettings, ModelSettings, ScoreLongCLIP
 from transforms.inputs.images import ImagePreprocessor, decode_image
 from transforms.inputs.tokenizer import LongCLIPTokenizer
 from transforms.model.scorer import LongCLIPScorer
@@ -52,12 +52,9 @@ def run_pipeline(
             | beam.Create(records, reshuffle=False)
             | "In" >> beam.ParDo(_Note(run, "in"))
             | ScoreLongCLIP(
-                checkpoint,
-                device=device,
-                precision=precision,
-                min_batch_size=batch_size,
-                max_batch_size=batch_size,
-                prepare_threads=prepare_threads,
+                ModelSettings(model=checkpoint, device=device, precision=precision),
+                batching=BatchSettings(min_batch_size=batch_size, max_batch_size=batch_size),
+                images=ImageSettings(prepare_threads=prepare_threads),
             )
             | "Out" >> beam.ParDo(_Note(run, "out"))
         )

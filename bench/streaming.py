@@ -21,10 +21,8 @@ import time
 from pathlib import Path
 
 from bench import models, workload
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the emulator launchers the tests use
-from emulators import start_bigquery_emulator, start_pubsub_emulator, stop  # noqa: E402
+from tests.support.emulators import start_bigquery_emulator, start_pubsub_emulator, stop  # the tests' launchers
+from tests.support.paths import REPO_ROOT
 
 PROJECT = "bench-project"
 

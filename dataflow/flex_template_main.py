@@ -8,30 +8,16 @@ Pub/Sub input also gets `--streaming`, which `python -m pipeline` asks for.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from typing import Sequence
 
-from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
-
-from pipeline.job import run
-from pipeline.options import ScoreLongCLIPOptions
-
-
-def _switches() -> set[str]:
-    parser = argparse.ArgumentParser(add_help=False)
-    ScoreLongCLIPOptions._add_argparse_args(parser)
-    flags = {"--streaming"}
-    for action in parser._actions:
-        if isinstance(action, argparse._StoreTrueAction):
-            flags.update(action.option_strings)
-    return flags
+from pipeline import flags
 
 
 def launcher_argv(argv: Sequence[str]) -> list[str]:
     """The launcher's arguments as `python -m pipeline` takes them."""
-    switches = _switches()
+    switches = flags.switches() | {"--streaming"}
     out: list[str] = []
     for arg in argv:
         flag, equals, value = arg.partition("=")
@@ -49,6 +35,10 @@ def launcher_argv(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str]) -> int:
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+
+    from pipeline.job import run
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = run(launcher_argv(argv), wait=False)
     if isinstance(result, DataflowPipelineResult) and result.has_job:

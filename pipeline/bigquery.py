@@ -21,6 +21,7 @@ from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 from apache_beam.metrics import Metrics
 
 from pipeline import records
+from transforms import OutputFields, RecordFields
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -33,12 +34,16 @@ SCORED_SCHEMA: dict = {
         {"name": "text", "type": "STRING", "mode": "NULLABLE", "description": "the record's caption field"},
         {"name": "score", "type": "FLOAT", "mode": "REQUIRED", "description": "clamp((cos + 1) / 2, 0, 1)"},
         {"name": "error", "type": "STRING", "mode": "NULLABLE", "description": "<reason>: <message>, score 0.0"},
+        {"name": "reason", "type": "STRING", "mode": "NULLABLE", "description": "why it was not scored, or null"},
         {"name": "truncated", "type": "BOOLEAN", "mode": "REQUIRED", "description": "caption cut at 248 tokens"},
         {"name": "model", "type": "STRING", "mode": "REQUIRED", "description": "the --model that scored it"},
         {"name": "scored_at", "type": "TIMESTAMP", "mode": "REQUIRED", "description": "when it was scored"},
         {"name": "record", "type": "JSON", "mode": "REQUIRED", "description": "the whole input record"},
     ]
 }
+
+# Columns a table made by an earlier version of this job may lack: rows are written without them.
+ADDED_LATER = frozenset({"reason"})
 
 DEAD_LETTER_SCHEMA: dict = {
     "fields": [
@@ -54,14 +59,16 @@ DEAD_LETTER_SCHEMA: dict = {
 }
 
 
-def scored_row(record: Mapping[str, Any], *, image_key: str, text_key: str, output_key: str, model: str) -> dict:
+def scored_row(record: Mapping[str, Any], *, fields: RecordFields, model: str) -> dict:
     """One scored record as a row of `SCORED_SCHEMA`; the record itself goes whole into `record`."""
+    outputs = OutputFields(fields.output_key)
     return {
-        "image": _as_text(record.get(image_key)),
-        "text": _as_text(record.get(text_key)),
-        "score": record[output_key],
-        "error": record[f"{output_key}_error"],
-        "truncated": record[f"{output_key}_truncated"],
+        "image": _as_text(record.get(fields.image_key)),
+        "text": _as_text(record.get(fields.text_key)),
+        "score": record[outputs.score],
+        "error": record[outputs.error],
+        "reason": record[outputs.reason],
+        "truncated": record[outputs.truncated],
         "model": model,
         "scored_at": _now(),
         "record": records.to_json(record),
@@ -115,7 +122,10 @@ def client(project: str, endpoint: Optional[str] = None):
 def ensure_table(spec: str, project: Optional[str], schema: Mapping[str, Any]) -> str:
     """Creates the table if it is missing, or checks that it has every column of `schema` with its type.
 
-    Returns the table as `PROJECT:DATASET.TABLE`. Raises `ValueError` with the fix when it cannot be used.
+    A table made by an earlier version may lack the columns added since (`ADDED_LATER`): it is used as it
+    is, with a warning that says how to add them; rows are written with BigQuery's `ignoreUnknownValues`,
+    so their values for those columns are dropped. Returns the table as `PROJECT:DATASET.TABLE`. Raises
+    `ValueError` with the fix when it cannot be used.
     """
     from google.api_core import exceptions
     from google.cloud import bigquery
@@ -138,6 +148,18 @@ def ensure_table(spec: str, project: Optional[str], schema: Mapping[str, Any]) -
         _LOGGER.info("Created BigQuery table %s", table_id)
     else:
         have = {field.name: (_type(field.field_type), field.mode) for field in existing.schema}
+        older = [f for f in fields if f.name in ADDED_LATER and f.name not in have]
+        if older:
+            added = ", ".join(f"ADD COLUMN {f.name} {f.field_type}" for f in older)
+            _LOGGER.warning(
+                "BigQuery table %s has no column(s) %s (added in a later version); rows are written without "
+                "them. To keep them: ALTER TABLE `%s` %s",
+                table_id,
+                ", ".join(f.name for f in older),
+                table_id,
+                added,
+            )
+        fields = [f for f in fields if f not in older]
         ours = {field.name for field in fields}
         missing = [f"{f.name} {f.field_type}" for f in fields if have.get(f.name, (None,))[0] != _type(f.field_type)]
         if missing:
@@ -197,6 +219,7 @@ class WriteRows(beam.PTransform):
             create_disposition=beam.io.BigQueryDisposition.CREATE_NEVER,
             write_disposition=beam.io.BigQueryDisposition.WRITE_APPEND,
             insert_retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
+            ignore_unknown_columns=True,  # columns of ADDED_LATER that an older table lacks
             test_client=_EmulatorClient(endpoint, project) if endpoint else None,
         )
         return result.failed_rows_with_errors | "Rejected" >> beam.FlatMap(_rejected_entry)

@@ -10,10 +10,6 @@ import apache_beam as beam
 from pipeline.records import to_json
 
 
-def _stamp_arrival(record: dict) -> beam.window.TimestampedValue:
-    return beam.window.TimestampedValue(record, time.time())
-
-
 class WriteJsonLines(beam.PTransform):
     """Writes dicts as JSON Lines, UTF-8: `<prefix>-SSSSS-of-NNNNN.jsonl` from a bounded input, and from
     an unbounded one a set of files per window of `window_seconds`, named after the window's bounds."""

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from checkpoints import save_checkpoint  # noqa: E402
-from corpus import write_bad_images, write_good_images  # noqa: E402
+from tests.support.checkpoints import save_checkpoint
+from tests.support.emulators import GCP_PROJECT
+from tests.support.images import write_bad_images, write_good_images
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +48,10 @@ def gcs_bucket(tmp_path_factory):
 
     The environment is set for this process and inherited by the subprocesses tests start.
     """
-    from emulators import start_gcs_emulator
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
+
+    from tests.support.emulators import start_gcs_emulator
 
     process, endpoint = start_gcs_emulator(tmp_path_factory.mktemp("gcs") / "emulator.log")
     saved = {key: os.environ.get(key) for key in ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK")}
@@ -80,13 +79,10 @@ def restore_environ():
     os.environ.update(saved)
 
 
-GCP_PROJECT = "test-project"  # Beam checks Pub/Sub project ids: 6 to 63 characters
-
-
 @pytest.fixture(scope="session")
 def pubsub_emulator(tmp_path_factory) -> str:
     """Google's real Pub/Sub emulator on a free port; returns its host:port for PUBSUB_EMULATOR_HOST."""
-    from emulators import start_pubsub_emulator, stop
+    from tests.support.emulators import start_pubsub_emulator, stop
 
     process, host = start_pubsub_emulator(tmp_path_factory.mktemp("pubsub") / "emulator.log")
     try:
@@ -98,7 +94,7 @@ def pubsub_emulator(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def bigquery_emulator(tmp_path_factory) -> str:
     """The real BigQuery API emulator (bqemulator) on a free port; returns its URL for BIGQUERY_EMULATOR_HOST."""
-    from emulators import start_bigquery_emulator, stop
+    from tests.support.emulators import start_bigquery_emulator, stop
 
     process, endpoint = start_bigquery_emulator(tmp_path_factory.mktemp("bigquery") / "emulator.log", GCP_PROJECT)
     try:

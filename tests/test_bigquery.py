@@ -6,12 +6,14 @@ import time
 
 import apache_beam as beam
 import pytest
-from conftest import GCP_PROJECT
 from google.cloud import bigquery
 
 from pipeline import bigquery as bq_sink
 from pipeline import build, parse_options, run, summarize
+from pipeline.flags import UsageError
+from pipeline.job import ensure_tables
 from pipeline.options import ScoreLongCLIPOptions
+from tests.support.emulators import GCP_PROJECT
 
 
 @pytest.fixture
@@ -49,9 +51,10 @@ def test_batch_job_writes_every_record_to_bigquery(tmp_path, dataset, longclip_c
         assert kept == record
         assert row["score"] == row["record"]["longclip_score"] and row["model"] == str(longclip_checkpoint)
         assert row["text"] == record["text"] and row["truncated"] is False
-    assert rows[2]["image"] == "42" and rows[2]["error"].startswith("image_wrong_type")
-    assert rows[3]["error"].startswith("text_empty") and rows[3]["score"] == 0.0
-    assert rows[0]["error"] is None and 0 < rows[0]["score"] < 1
+    assert rows[2]["image"] == "42" and rows[2]["error"].startswith("image_wrong_type: ")
+    assert rows[2]["reason"] == "image_wrong_type" == rows[2]["record"]["longclip_score_reason"]
+    assert rows[3]["reason"] == "text_empty" and rows[3]["score"] == 0.0
+    assert rows[0]["error"] is None and rows[0]["reason"] is None and 0 < rows[0]["score"] < 1
 
     (dead,) = client.list_rows(f"{GCP_PROJECT}.{name}.scores_dead_letter")  # the default dead letter
     assert (dead["reason"], dead["raw"], dead["message_id"]) == ("not_json", "not json", None)
@@ -66,7 +69,8 @@ def test_rows_bigquery_rejects_go_to_the_dead_letter(tmp_path, dataset, longclip
         ["--input", str(tmp_path / "in.jsonl"), "--output_table", f"{GCP_PROJECT}:{name}.doomed"]
         + ["--dead_letter", str(tmp_path / "dead"), "--model", str(longclip_checkpoint)]
     )
-    client.delete_table(f"{GCP_PROJECT}.{name}.doomed")  # created by parse_options
+    ensure_tables(options)
+    client.delete_table(f"{GCP_PROJECT}.{name}.doomed")
     pipeline = beam.Pipeline(options=options)
     build(pipeline, options.view_as(ScoreLongCLIPOptions))
     result = pipeline.run()
@@ -81,26 +85,49 @@ def test_rows_bigquery_rejects_go_to_the_dead_letter(tmp_path, dataset, longclip
     assert summarize(result)["bigquery_rejected"] == 4
 
 
-def test_an_existing_table_needs_our_columns(dataset, longclip_checkpoint, capsys):
+def _ensure(argv):
+    ensure_tables(parse_options(argv))
+
+
+def test_an_existing_table_needs_our_columns(dataset, longclip_checkpoint):
     client, name = dataset
     client.create_table(bigquery.Table(f"{GCP_PROJECT}.{name}.other", schema=[bigquery.SchemaField("score", "STRING")]))
     base = ["--input", "x", "--project", GCP_PROJECT, "--model", str(longclip_checkpoint)]
-    with pytest.raises(SystemExit):
-        parse_options(base + ["--output_table", f"{name}.other"])
-    assert "exists without the column(s) image STRING, text STRING, score FLOAT" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=r"--output_table: .*exists without the column\(s\) image STRING, text STRING"):
+        _ensure(base + ["--output_table", f"{name}.other"])
     ours = [bigquery.SchemaField.from_api_repr(field) for field in bq_sink.SCORED_SCHEMA["fields"]]
     client.create_table(
         bigquery.Table(
             f"{GCP_PROJECT}.{name}.stricter", schema=ours + [bigquery.SchemaField("batch", "STRING", "REQUIRED")]
         )
     )
-    with pytest.raises(SystemExit):
-        parse_options(base + ["--output_table", f"{name}.stricter"])
-    assert "has column(s) batch that no row of this job can fill" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=r"has column\(s\) batch that no row of this job can fill"):
+        _ensure(base + ["--output_table", f"{name}.stricter"])
     client.create_table(
         bigquery.Table(f"{GCP_PROJECT}.{name}.wider", schema=ours + [bigquery.SchemaField("batch", "STRING")])
     )
-    parse_options(base + ["--output_table", f"{name}.wider"])  # extra NULLABLE columns are fine
-    with pytest.raises(SystemExit):
-        parse_options(base + ["--output_table", "no_such_dataset.t"])
-    assert "dataset test-project:no_such_dataset does not exist" in capsys.readouterr().err
+    _ensure(base + ["--output_table", f"{name}.wider"])  # extra NULLABLE columns are fine
+    with pytest.raises(UsageError, match="dataset test-project:no_such_dataset does not exist"):
+        _ensure(base + ["--output_table", "no_such_dataset.t"])
+
+
+def test_a_table_from_before_the_reason_column_still_takes_the_rows(
+    dataset, tmp_path, longclip_checkpoint, good_images, caplog
+):
+    """Tables made by an earlier version lack `reason`: the job writes to them without it, and says how to add it."""
+    client, name = dataset
+    older = [f for f in bq_sink.SCORED_SCHEMA["fields"] if f["name"] != "reason"]
+    client.create_table(
+        bigquery.Table(f"{GCP_PROJECT}.{name}.older", schema=[bigquery.SchemaField.from_api_repr(f) for f in older])
+    )
+    _write_input(tmp_path / "in.jsonl", good_images)
+    argv = ["--input", str(tmp_path / "in.jsonl"), "--output_table", f"{name}.older", "--project", GCP_PROJECT]
+    counts = summarize(run(argv + ["--model", str(longclip_checkpoint), "--dead_letter", str(tmp_path / "dead")]))
+    assert "ADD COLUMN reason STRING" in caplog.text and counts.get("bigquery_rejected", 0) == 0
+    rows = list(client.list_rows(f"{GCP_PROJECT}.{name}.older"))
+    assert sorted(row["record"]["longclip_score_reason"] or "" for row in rows) == [
+        "",
+        "",
+        "image_wrong_type",
+        "text_empty",
+    ]

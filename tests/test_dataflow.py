@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from apache_beam.portability.api import beam_runner_api_pb2
@@ -18,8 +17,8 @@ from google.cloud.dataflow_v1beta3.types import JobType, TemplateMetadata
 
 from pipeline import run
 from pipeline.options import ScoreLongCLIPOptions
+from tests.support.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "us-docker.pkg.dev/p/r/longclip:1"
 ACCELERATOR = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
 DATAFLOW = [
@@ -272,5 +271,5 @@ def test_dockerfile_installs_the_runtime_requirements_only():
     kept.discard("")
     kept = {name for name in kept if not name.startswith("#")}
     assert kept == set(_requirement_pins()) - {
-        "apache-beam", "torch", "torchvision", "pytest", "ruff", "gcp-storage-emulator",
+        "apache-beam", "torch", "torchvision", "pytest", "transformers", "ruff", "gcp-storage-emulator",
     }  # fmt: skip

@@ -7,23 +7,25 @@ import sys
 from pathlib import Path
 
 import torch
-from reference_longclip import reference_score
 
-from transforms.inputs import reasons as errors
+from tests.support.paths import REPO_ROOT
+from tests.support.reference_longclip import reference_score
+from transforms import ImageSettings
+from transforms import reasons as errors
 from transforms.inputs.prepare import PairPreparer
-from transforms.inputs.reasons import InputError
 from transforms.model.locate import resolve_checkpoint
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from transforms.reasons import InputError
 
 
 def test_gs_images_equal_local_ones(gcs_bucket, good_images):
     gcs_bucket.blob("images/rgb.png").upload_from_filename(good_images["rgb.png"])
     preparer = PairPreparer(image_resolution=32, context_length=248)
-    local = preparer.load_image({"image_path": str(good_images["rgb.png"])})
-    assert torch.equal(preparer.load_image({"image_path": "gs://longclip-test-bucket/images/rgb.png"}), local)
-    rooted = PairPreparer(image_resolution=32, context_length=248, image_root="gs://longclip-test-bucket/images")
-    assert torch.equal(rooted.load_image({"image_path": "rgb.png"}), local)
+    local = preparer.load_image({"image_path": str(good_images["rgb.png"])}).pixels
+    assert torch.equal(preparer.load_image({"image_path": "gs://longclip-test-bucket/images/rgb.png"}).pixels, local)
+    rooted = PairPreparer(
+        image_resolution=32, context_length=248, images=ImageSettings(image_root="gs://longclip-test-bucket/images")
+    )
+    assert torch.equal(rooted.load_image({"image_path": "rgb.png"}).pixels, local)
     try:
         preparer.load_image({"image_path": "gs://longclip-test-bucket/images/missing.png"})
     except InputError as error:

@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from transforms.inputs import reasons as errors
+from transforms import ImageSettings
+from transforms import reasons as errors
 from transforms.inputs.images import decode_image, read_image_bytes
 from transforms.inputs.prepare import PairPreparer
-from transforms.inputs.reasons import InputError
+from transforms.reasons import InputError
 
 
 @pytest.fixture(scope="module")
@@ -114,17 +115,21 @@ def test_bad_files(preparer, bad_images, name, code):
 
 
 def test_byte_and_pixel_limits(good_images):
-    strict = PairPreparer(image_resolution=32, context_length=248, max_image_bytes=1000, max_image_pixels=10**9)
+    strict = PairPreparer(
+        image_resolution=32, context_length=248, images=ImageSettings(max_image_bytes=1000, max_image_pixels=10**9)
+    )
     assert (
         _reason(strict, {"image_path": str(good_images["large_1800x1200.jpg"]), "text": "x"}) == errors.IMAGE_TOO_LARGE
     )
-    few_pixels = PairPreparer(image_resolution=32, context_length=248, max_image_pixels=1000)
+    few_pixels = PairPreparer(image_resolution=32, context_length=248, images=ImageSettings(max_image_pixels=1000))
     assert _reason(few_pixels, {"image_path": str(good_images["rgb.jpg"]), "text": "x"}) == errors.IMAGE_TOO_LARGE
 
 
 def test_relative_paths_resolve_against_image_root(good_images):
-    rooted = PairPreparer(image_resolution=32, context_length=248, image_root=str(good_images["rgb.png"].parent))
-    assert rooted.load_image({"image_path": "rgb.png"}).shape == (3, 32, 32)
+    rooted = PairPreparer(
+        image_resolution=32, context_length=248, images=ImageSettings(image_root=str(good_images["rgb.png"].parent))
+    )
+    assert rooted.load_image({"image_path": "rgb.png"}).pixels.shape == (3, 32, 32)
 
 
 @pytest.mark.parametrize(
@@ -139,15 +144,17 @@ def test_relative_paths_resolve_against_image_root(good_images):
     ],
 )
 def test_http_failures(http_server, path, code):
-    preparer = PairPreparer(image_resolution=32, context_length=248, http_timeout_secs=0.5, max_image_bytes=20_000)
+    preparer = PairPreparer(
+        image_resolution=32, context_length=248, images=ImageSettings(http_timeout_secs=0.5, max_image_bytes=20_000)
+    )
     started = time.monotonic()
     assert _reason(preparer, {"image_path": http_server + path, "text": "x"}) == code
     assert time.monotonic() - started < 2.5, "the timeout must bound a slow server"
 
 
 def test_http_image_equals_the_local_file(preparer, http_server, good_images):
-    remote = preparer.load_image({"image_path": http_server + "/rgb.png"})
-    assert torch.equal(remote, preparer.load_image({"image_path": str(good_images["rgb.png"])}))
+    remote = preparer.load_image({"image_path": http_server + "/rgb.png"}).pixels
+    assert torch.equal(remote, preparer.load_image({"image_path": str(good_images["rgb.png"])}).pixels)
 
 
 @pytest.mark.parametrize(
@@ -199,7 +206,7 @@ def test_fifo_and_devices_are_refused_without_blocking(preparer, tmp_path):
 
 def test_symlink_to_an_image_is_followed(preparer, tmp_path, good_images):
     (tmp_path / "link.png").symlink_to(good_images["rgb.png"])
-    assert preparer.load_image({"image_path": str(tmp_path / "link.png")}).shape == (3, 32, 32)
+    assert preparer.load_image({"image_path": str(tmp_path / "link.png")}).pixels.shape == (3, 32, 32)
 
 
 def test_extreme_aspect_ratio_is_too_large_not_out_of_memory(tmp_path):

@@ -14,13 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import GCP_PROJECT
 from google.cloud import pubsub_v1
-from reference_longclip import reference_score
-from test_model import CAPTIONS
 
 from pipeline import bigquery as bq_sink
 from pipeline import run
+from tests.support.captions import CAPTIONS
+from tests.support.emulators import GCP_PROJECT
+from tests.support.paths import REPO_ROOT
+from tests.support.reference_longclip import reference_score
 
 BAD_ROWS = {  # message body -> the reason its score 0.0 must carry
     "missing-file": ({"image_path": "/nonexistent/nope.png", "text": "a cat"}, "image_not_found"),
@@ -28,7 +29,7 @@ BAD_ROWS = {  # message body -> the reason its score 0.0 must carry
     "number-text": ({"image_path": "rgb.png", "text": 7}, "text_wrong_type"),
     "no-image": ({"text": "a cat"}, "image_missing"),
 }
-REPO_ROOT = Path(__file__).resolve().parents[1]
+
 MALFORMED = {  # raw message data -> dead-letter reason
     b"\xff\xfe not utf-8": "not_utf8",
     b"not json": "not_json",

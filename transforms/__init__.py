@@ -1,26 +1,67 @@
-"""LongCLIP image/long-caption alignment scoring as a reusable Apache Beam transform."""
+"""LongCLIP image/long-caption alignment scoring as a reusable Apache Beam transform.
 
-from transforms.beam.handler import LongCLIPModelHandler
-from transforms.beam.score import ScoreLongCLIP
-from transforms.inputs.prepare import PairPreparer, PreparedPair
-from transforms.inputs.reasons import REASON_CODES, InputError
-from transforms.inputs.tokenizer import LongCLIPTokenizer, TokenizedText
-from transforms.model.formats import CheckpointFormatError
-from transforms.model.locate import DEFAULT_MODEL, CheckpointNotFoundError, resolve_checkpoint
-from transforms.model.scorer import LongCLIPScorer
+This module is the library's public contract: `pipeline/` (the ready job) uses nothing else. Names
+load on first use, so that the settings, reason codes and output field names can be imported (by
+`python -m pipeline --help`, say) without torch or Beam.
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "CheckpointFormatError",
-    "CheckpointNotFoundError",
-    "InputError",
-    "LongCLIPModelHandler",
-    "LongCLIPScorer",
-    "LongCLIPTokenizer",
-    "PairPreparer",
-    "PreparedPair",
-    "REASON_CODES",
-    "ScoreLongCLIP",
-    "TokenizedText",
-    "resolve_checkpoint",
-]
+- `ScoreLongCLIP`, `ScoredAndFailed`: the Beam transform and its split output.
+- `LongCLIPModelHandler`: the RunInference model handler, for use with `RunInference` directly.
+- `ModelSettings`, `BatchSettings`, `RecordFields`, `ImageSettings`, `SETTINGS_CLASSES`, `InvalidSetting`,
+  `DEFAULT_MODEL`, `PRECISIONS`: every setting, declared once; `setting`, `check_fields`, `value_type`:
+  how to declare more (the job declares its own flags with them).
+- `OutputFields`, `REASON_CODES`, `InputError`: the output contract.
+- `resolve_checkpoint`, `read_architecture`, `LongCLIPArchitecture`, `check_device`, `pick_device`,
+  `CheckpointNotFoundError`, `CheckpointFormatError`: finding and checking a model.
+- `LongCLIPScorer`, `LongCLIPTokenizer`, `TokenizedText`, `PairPreparer`, `PreparedPair`: the layers
+  underneath, usable without Beam.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ScoreLongCLIP": "transforms.beam.score",
+    "ScoredAndFailed": "transforms.beam.score",
+    "LongCLIPModelHandler": "transforms.beam.handler",
+    "ModelSettings": "transforms.settings",
+    "BatchSettings": "transforms.settings",
+    "RecordFields": "transforms.settings",
+    "ImageSettings": "transforms.settings",
+    "SETTINGS_CLASSES": "transforms.settings",
+    "InvalidSetting": "transforms.settings",
+    "setting": "transforms.settings",
+    "check_fields": "transforms.settings",
+    "value_type": "transforms.settings",
+    "DEFAULT_MODEL": "transforms.settings",
+    "PRECISIONS": "transforms.settings",
+    "OutputFields": "transforms.outputs",
+    "REASON_CODES": "transforms.reasons",
+    "InputError": "transforms.reasons",
+    "resolve_checkpoint": "transforms.model.locate",
+    "CheckpointNotFoundError": "transforms.model.locate",
+    "read_architecture": "transforms.model.architecture",
+    "LongCLIPArchitecture": "transforms.model.architecture",
+    "CheckpointFormatError": "transforms.model.formats",
+    "check_device": "transforms.model.device",
+    "pick_device": "transforms.model.device",
+    "LongCLIPScorer": "transforms.model.scorer",
+    "LongCLIPTokenizer": "transforms.inputs.tokenizer",
+    "TokenizedText": "transforms.inputs.tokenizer",
+    "PairPreparer": "transforms.inputs.prepare",
+    "PreparedPair": "transforms.inputs.prepare",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'transforms' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

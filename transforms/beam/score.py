@@ -8,95 +8,114 @@ from typing import Any, NamedTuple, Optional, Union
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms import reasons
 from transforms.beam.handler import LongCLIPModelHandler
 from transforms.beam.prefetch import OrderedPrefetcher
-from transforms.inputs import images
-from transforms.inputs import reasons as input_errors
 from transforms.inputs.prepare import PairPreparer, PreparedPair
-from transforms.inputs.reasons import InputError
 from transforms.model.architecture import read_architecture
-from transforms.model.locate import DEFAULT_MODEL, resolve_checkpoint
+from transforms.model.locate import resolve_checkpoint
+from transforms.outputs import OutputFields
+from transforms.reasons import InputError
+from transforms.settings import DEFAULT_MODEL, BatchSettings, ImageSettings, ModelSettings, RecordFields
 
-METRICS_NAMESPACE = "ScoreLongCLIP"
 _FAILED = "failed"
+
+
+class ScoredAndFailed(NamedTuple):
+    """What `ScoreLongCLIP(...).with_exception_handling()` returns: records scored, and records that could
+    not be (score 0.0, with their reason and message), as two PCollections."""
+
+    scored: beam.PCollection
+    failed: beam.PCollection
 
 
 class ScoreLongCLIP(beam.PTransform):
     """Scores each record's image against its (long) caption with LongCLIP.
 
-    Input: a PCollection of dicts. Output: every input dict exactly once, its fields untouched, plus
-    `output_key` (float in [0, 1]: clamp((cos + 1) / 2, 0, 1)), `<output_key>_error` (None, or
-    `"<reason_code>: <message>"` with score 0.0) and `<output_key>_truncated` (the caption was
-    longer than the model's context and was cut).
+    Input: a PCollection of dicts. Output: every input dict exactly once, its fields untouched, plus the
+    fields of `OutputFields(fields.output_key)`: the score (float in [0, 1], clamp((cos + 1) / 2, 0, 1)),
+    the reason code and `"<reason>: <message>"` error (None when scored; score 0.0 when not), and
+    whether the caption was truncated. Bad images or texts never fail the pipeline.
 
-    Bad images or texts never fail the pipeline; they come out with score 0.0 and a reason.
+    Args:
+      model: a checkpoint (Hub id, file, folder, `gs://` URI), `ModelSettings`, or a ready
+        `LongCLIPModelHandler` (which then also carries the batching).
+      batching: `BatchSettings`, unless `model` is a handler.
+      fields: which record fields hold the image and caption, and the output field names.
+      images: image root, size limits, HTTP timeout and decoding threads.
+      metrics_namespace: namespace of this step's counters (scored, failed, failed_<reason>, truncated);
+        its RunInference metrics go to `<namespace>.inference`. Default: the step's label, so two steps
+        never share counters.
+      model_metadata_pcoll: Beam's model-refresh side input, passed to RunInference.
 
-    `prepare_threads` threads fetch and decode images while the model scores earlier batches.
-    `precision` `"bf16"`/`"fp16"` speeds up GPUs at a small score deviation (README, Performance).
-    `stored_weights` keeps a LongCLIP checkpoint's weights as stored rather than rounded to fp16 as
-    LongCLIP's loader does; the default gives the original evaluator's scores.
+    `.with_exception_handling()` makes the transform return `ScoredAndFailed` instead of one PCollection.
     """
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
+        model: Union[str, ModelSettings, LongCLIPModelHandler] = DEFAULT_MODEL,
         *,
-        device: Optional[str] = None,
-        image_key: str = "image_path",
-        text_key: str = "text",
-        output_key: str = "longclip_score",
-        image_root: Optional[str] = None,
-        min_batch_size: int = 1,
-        max_batch_size: int = 32,
-        max_batch_duration_secs: Optional[float] = None,
-        share_model_across_processes: bool = False,
-        model_copies: Optional[int] = None,
-        max_image_bytes: int = images.DEFAULT_MAX_IMAGE_BYTES,
-        max_image_pixels: int = images.DEFAULT_MAX_IMAGE_PIXELS,
-        http_timeout_secs: float = images.DEFAULT_HTTP_TIMEOUT_SECS,
-        precision: str = "fp32",
-        prepare_threads: int = 4,
-        stored_weights: bool = False,
+        batching: Optional[BatchSettings] = None,
+        fields: RecordFields = RecordFields(),
+        images: ImageSettings = ImageSettings(),
+        metrics_namespace: Optional[str] = None,
+        model_metadata_pcoll: Optional[beam.PCollection] = None,
     ):
         super().__init__()
-        if prepare_threads < 1:
-            raise ValueError(f"prepare_threads must be at least 1, got {prepare_threads}")
-        self._model = model
-        self._output_key = output_key
-        self._handler = LongCLIPModelHandler(
-            model,
-            device=device,
-            min_batch_size=min_batch_size,
-            max_batch_size=max_batch_size,
-            max_batch_duration_secs=max_batch_duration_secs,
-            share_model_across_processes=share_model_across_processes,
-            model_copies=model_copies,
-            precision=precision,
-            stored_weights=stored_weights,
-        )
-        # Enough in flight that the next batch is being decoded while the current one is scored.
-        self._prefetch = dict(threads=prepare_threads, max_pending=max_batch_size + prepare_threads)
-        self._preparer_kwargs = dict(
-            image_key=image_key,
-            text_key=text_key,
-            image_root=image_root,
-            max_image_bytes=max_image_bytes,
-            max_image_pixels=max_image_pixels,
-            http_timeout_secs=http_timeout_secs,
-        )
+        if isinstance(model, LongCLIPModelHandler):
+            if batching is not None:
+                raise ValueError(
+                    "pass batching to the LongCLIPModelHandler, not to ScoreLongCLIP, when giving a handler"
+                )
+            self.handler = model
+        else:
+            self.handler = LongCLIPModelHandler(model, batching or BatchSettings())
+        self.fields = fields
+        self.images = images
+        self._metrics_namespace = metrics_namespace
+        self._model_metadata_pcoll = model_metadata_pcoll
+        self._split_failures = False
 
-    def expand(self, records: beam.PCollection) -> beam.PCollection:
-        prepare = _PrepareDoFn(self._model, self._preparer_kwargs, self._prefetch)
+    def with_exception_handling(self) -> "ScoreLongCLIP":
+        """Returns (scored, failed) PCollections instead of one; failed records still carry score 0.0,
+        their reason and message, like `RunInference(...).with_exception_handling()` splits off failures."""
+        self._split_failures = True
+        return self
+
+    @property
+    def metrics_namespace(self) -> str:
+        return self._metrics_namespace or self.label
+
+    def expand(self, records: beam.PCollection) -> Union[beam.PCollection, ScoredAndFailed]:
+        namespace = self.metrics_namespace
+        outputs = OutputFields(self.fields.output_key)
+        batching = self.handler.batching
+        prepare = _PrepareDoFn(self.handler.settings.model, self.fields, self.images, batching.max_batch_size)
         prepared = records | "Prepare" >> beam.ParDo(prepare).with_outputs(_FAILED, main="ready")
-        scored = (
-            prepared.ready
-            | "RunInference" >> RunInference(self._handler)
-            | "AttachScore" >> beam.Map(_attach_score, self._output_key)
+        results = prepared.ready | "RunInference" >> RunInference(
+            self.handler,
+            metrics_namespace=f"{namespace}.inference",
+            model_metadata_pcoll=self._model_metadata_pcoll,
         )
-        failed = prepared[_FAILED] | "AttachError" >> beam.Map(_attach_error, self._output_key)
-        return (scored, failed) | "Merge" >> beam.Flatten()
+        scored = results | "AttachScore" >> beam.ParDo(_AttachScore(outputs, namespace)).with_outputs(
+            _FAILED, main="scored"
+        )
+        failed = (prepared[_FAILED], scored[_FAILED]) | "Failures" >> beam.Flatten()
+        failed = failed | "AttachReason" >> beam.Map(_attach_failure, outputs, namespace)
+        if self._split_failures:
+            return ScoredAndFailed(scored.scored, failed)
+        return (scored.scored, failed) | "Merge" >> beam.Flatten()
+
+
+class RecordContext(NamedTuple):
+    """What travels with a prepared pair through inference, to be put back on the record."""
+
+    record: dict
+    truncated: bool
+    timestamp: Optional[Timestamp]  # set when the prepared pair is emitted
 
 
 class _Failure(NamedTuple):
@@ -115,10 +134,12 @@ class _PrepareDoFn(beam.DoFn):
     emitted by `finish_bundle`, so every record comes out exactly once.
     """
 
-    def __init__(self, model: str, preparer_kwargs: dict[str, Any], prefetch: dict[str, int]):
+    def __init__(self, model: str, fields: RecordFields, images: ImageSettings, max_batch_size: int):
         self._model = model
-        self._preparer_kwargs = preparer_kwargs
-        self._prefetch_kwargs = prefetch
+        self._fields = fields
+        self._images = images
+        # Enough in flight that the next batch is being decoded while the current one is scored.
+        self._max_pending = max_batch_size + images.prepare_threads
         self._preparer: Optional[PairPreparer] = None
         self._prefetcher: Optional[OrderedPrefetcher] = None
 
@@ -127,9 +148,12 @@ class _PrepareDoFn(beam.DoFn):
         self._preparer = PairPreparer(
             image_resolution=architecture.image_resolution,
             context_length=architecture.context_length,
-            **self._preparer_kwargs,
+            fields=self._fields,
+            images=self._images,
         )
-        self._prefetcher = OrderedPrefetcher(self._prepare, **self._prefetch_kwargs)
+        self._prefetcher = OrderedPrefetcher(
+            self._prepare, threads=self._images.prepare_threads, max_pending=self._max_pending
+        )
 
     def start_bundle(self) -> None:
         self._prefetcher.discard()  # leftovers of a failed bundle, which the runner retries
@@ -157,44 +181,50 @@ class _PrepareDoFn(beam.DoFn):
         try:
             text = self._preparer.tokenize_text(record)
             truncated = text.truncated
-            image = self._preparer.load_keyed_image(record)
+            image = self._preparer.load_image(record)
         except InputError as error:
             return _Failure(record, error.code, str(error), truncated)
-        return PreparedPair(image.pixels, text.ids, (record, truncated), image.key)
+        return PreparedPair(image.pixels, text.ids, RecordContext(record, truncated, None), image.digest)
 
 
 def _emit(result: Union[PreparedPair, _Failure], timestamp, window, pane):
-    if isinstance(result, PreparedPair):  # the event time rides along, for `_attach_score`
-        result = result._replace(context=(*result.context, timestamp))
+    if isinstance(result, PreparedPair):  # the event time rides along, for `_AttachScore`
+        result = result._replace(context=result.context._replace(timestamp=timestamp))
     value = WindowedValue(result, timestamp, (window,), pane)
     return beam.pvalue.TaggedOutput(_FAILED, value) if isinstance(result, _Failure) else value
 
 
-def _attach_score(result: PredictionResult, output_key: str) -> beam.window.TimestampedValue:
-    """Also gives the record back its own event time: Beam's batching emits every batch at the end of
-    the window, which would put scored records of a stream into a window that never closes."""
-    record, truncated, timestamp = result.example.context
-    score = float(result.inference)
-    if math.isfinite(score):
-        Metrics.counter(METRICS_NAMESPACE, "scored").inc()
-        out = _with_fields(record, output_key, score, None, truncated)
-    else:
-        message = f"{input_errors.SCORE_NOT_FINITE}: the model gave {score} (with fp16, try bf16 or fp32)"
-        out = _attach_error(_Failure(record, input_errors.SCORE_NOT_FINITE, message, truncated), output_key)
-    return beam.window.TimestampedValue(out, timestamp)
+class _AttachScore(beam.DoFn):
+    """Puts the score on the record and gives the record back its own event time: Beam's batching emits
+    every batch at the end of the window, which would put scored records of a stream into a window that
+    never closes. A score that is not finite is a failure."""
+
+    def __init__(self, outputs: OutputFields, namespace: str):
+        self._outputs = outputs
+        self._namespace = namespace
+
+    def setup(self) -> None:
+        self._scored = Metrics.counter(self._namespace, "scored")
+        self._truncated = Metrics.counter(self._namespace, "truncated")
+
+    def process(self, result: PredictionResult):
+        context: RecordContext = result.example.context
+        score = float(result.inference)
+        if not math.isfinite(score):
+            message = f"{reasons.SCORE_NOT_FINITE}: the model gave {score} (with fp16, try bf16 or fp32)"
+            failure = _Failure(context.record, reasons.SCORE_NOT_FINITE, message, context.truncated)
+            yield beam.pvalue.TaggedOutput(_FAILED, beam.window.TimestampedValue(failure, context.timestamp))
+            return
+        self._scored.inc()
+        if context.truncated:
+            self._truncated.inc()
+        out = {**context.record, **self._outputs.values(score, None, None, context.truncated)}
+        yield beam.window.TimestampedValue(out, context.timestamp)
 
 
-def _attach_error(failure: _Failure, output_key: str) -> dict:
-    Metrics.counter(METRICS_NAMESPACE, "failed").inc()
-    Metrics.counter(METRICS_NAMESPACE, f"failed_{failure.code}").inc()
-    return _with_fields(failure.record, output_key, 0.0, failure.error, failure.truncated)
-
-
-def _with_fields(record: dict, output_key: str, score: float, error: Optional[str], truncated: bool) -> dict:
-    if truncated:
-        Metrics.counter(METRICS_NAMESPACE, "truncated").inc()
-    out = dict(record)
-    out[output_key] = score
-    out[f"{output_key}_error"] = error
-    out[f"{output_key}_truncated"] = truncated
-    return out
+def _attach_failure(failure: _Failure, outputs: OutputFields, namespace: str) -> dict[str, Any]:
+    Metrics.counter(namespace, "failed").inc()
+    Metrics.counter(namespace, f"failed_{failure.code}").inc()
+    if failure.truncated:
+        Metrics.counter(namespace, "truncated").inc()
+    return {**failure.record, **outputs.values(0.0, failure.code, failure.error, failure.truncated)}

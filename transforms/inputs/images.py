@@ -21,12 +21,11 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import CenterCrop, InterpolationMode, PILToTensor, Resize
 
-from transforms.inputs import reasons as errors
-from transforms.inputs.reasons import InputError
+from transforms import reasons as errors
+from transforms.reasons import InputError
+from transforms.settings import ImageSettings
 
-DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
-DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb warning level
-DEFAULT_HTTP_TIMEOUT_SECS = 30.0
+_DEFAULTS = ImageSettings()
 
 
 def resolve_image_location(location: object, image_root: Optional[str]) -> str:
@@ -46,8 +45,8 @@ def resolve_image_location(location: object, image_root: Optional[str]) -> str:
 def read_image_bytes(
     location: str,
     *,
-    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-    http_timeout_secs: float = DEFAULT_HTTP_TIMEOUT_SECS,
+    max_bytes: int = _DEFAULTS.max_image_bytes,
+    http_timeout_secs: float = _DEFAULTS.http_timeout_secs,
 ) -> bytes:
     """Reads at most `max_bytes` from a local path, an http(s) URL or any Beam FileSystems URI."""
     if location[:8].lower().startswith(("http://", "https://")):
@@ -121,7 +120,7 @@ def _within_limit(data: bytes, location: str, max_bytes: int) -> bytes:
     return data
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+def decode_image(data: bytes, *, max_pixels: int = _DEFAULTS.max_image_pixels) -> Image.Image:
     """Decodes the first frame of any Pillow-readable image and converts it with `convert("RGB")`.
 
     The pixel limit is checked from the header, before any pixel is decoded. Pillow's own
@@ -153,7 +152,7 @@ class ImagePreprocessor:
     336x16.8M), so the resized size is held to the same pixel limit as decoded images.
     """
 
-    def __init__(self, resolution: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+    def __init__(self, resolution: int, max_pixels: int = _DEFAULTS.max_image_pixels):
         self.resolution = resolution
         self.max_pixels = max_pixels
         self._resize = Resize(resolution, interpolation=InterpolationMode.BICUBIC)

@@ -15,30 +15,31 @@ from typing import Any, Mapping, NamedTuple, Optional
 
 import torch
 
-from transforms.inputs import images
-from transforms.inputs import reasons as errors
-from transforms.inputs.reasons import InputError
+from transforms import reasons as errors
+from transforms.inputs import images as image_io
 from transforms.inputs.tokenizer import LongCLIPTokenizer, TokenizedText
+from transforms.reasons import InputError
+from transforms.settings import ImageSettings, RecordFields
 
 
 class PreparedPair(NamedTuple):
     """One model input: uint8 image [3,R,R], unpadded token ids, and caller data passed through untouched.
 
-    Pairs with the same `image_key` (a digest of the image file's bytes) hold the same pixels, so a
+    Pairs with the same `image_digest` (a digest of the image file's bytes) hold the same pixels, so a
     batch encodes that image once; None means "not known to be shared with any other pair".
     """
 
     image: torch.Tensor
     token_ids: tuple[int, ...]
     context: Any = None
-    image_key: Optional[str] = None
+    image_digest: Optional[str] = None
 
 
 class LoadedImage(NamedTuple):
     """Preprocessed uint8 pixels and the digest of the bytes they were decoded from."""
 
     pixels: torch.Tensor
-    key: str
+    digest: str
 
 
 class PairPreparer:
@@ -49,53 +50,43 @@ class PairPreparer:
         *,
         image_resolution: int,
         context_length: int,
-        image_key: str = "image_path",
-        text_key: str = "text",
-        image_root: Optional[str] = None,
-        max_image_bytes: int = images.DEFAULT_MAX_IMAGE_BYTES,
-        max_image_pixels: int = images.DEFAULT_MAX_IMAGE_PIXELS,
-        http_timeout_secs: float = images.DEFAULT_HTTP_TIMEOUT_SECS,
+        fields: RecordFields = RecordFields(),
+        images: ImageSettings = ImageSettings(),
         recent_images: int = 64,
     ):
-        self.image_key = image_key
-        self.text_key = text_key
-        self.image_root = image_root
-        self.max_image_bytes = max_image_bytes
-        self.max_image_pixels = max_image_pixels
-        self.http_timeout_secs = http_timeout_secs
+        self.fields = fields
+        self.images = images
         self._tokenizer = LongCLIPTokenizer(context_length)
-        self._preprocess = images.ImagePreprocessor(image_resolution, max_image_pixels)
+        self._preprocess = image_io.ImagePreprocessor(image_resolution, images.max_image_pixels)
         self._recent = _RecentLoads(recent_images)
 
     def tokenize_text(self, record: Mapping[str, Any]) -> TokenizedText:
-        text = record.get(self.text_key)
+        key = self.fields.text_key
+        text = record.get(key)
         if text is None or (isinstance(text, float) and math.isnan(text)):
-            raise InputError(errors.TEXT_MISSING, f"the record has no {self.text_key!r}")
+            raise InputError(errors.TEXT_MISSING, f"the record has no {key!r}")
         if not isinstance(text, str):
-            raise InputError(errors.TEXT_WRONG_TYPE, f"{self.text_key!r} must be a string, got {type(text).__name__}")
+            raise InputError(errors.TEXT_WRONG_TYPE, f"{key!r} must be a string, got {type(text).__name__}")
         if not text.split():
-            raise InputError(errors.TEXT_EMPTY, f"{self.text_key!r} is empty or only whitespace")
+            raise InputError(errors.TEXT_EMPTY, f"{key!r} is empty or only whitespace")
         return self._tokenizer(text)
 
-    def load_image(self, record: Mapping[str, Any]) -> torch.Tensor:
-        return self.load_keyed_image(record).pixels
-
-    def load_keyed_image(self, record: Mapping[str, Any]) -> LoadedImage:
+    def load_image(self, record: Mapping[str, Any]) -> LoadedImage:
         """The record's image; a location among the last few loaded is fetched and decoded only once.
 
         Captioned datasets often list one image several times in a row (COCO has 5 captions each).
         """
-        location = images.resolve_image_location(record.get(self.image_key), self.image_root)
+        location = image_io.resolve_image_location(record.get(self.fields.image_key), self.images.image_root)
         return self._recent.get(location, self._load)
 
     def _load(self, location: str) -> LoadedImage:
-        data = images.read_image_bytes(
-            location, max_bytes=self.max_image_bytes, http_timeout_secs=self.http_timeout_secs
+        data = image_io.read_image_bytes(
+            location, max_bytes=self.images.max_image_bytes, http_timeout_secs=self.images.http_timeout_secs
         )
-        key = hashlib.blake2b(data, digest_size=16).hexdigest()
-        image = images.decode_image(data, max_pixels=self.max_image_pixels)
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        image = image_io.decode_image(data, max_pixels=self.images.max_image_pixels)
         try:
-            return LoadedImage(self._preprocess(image), key)
+            return LoadedImage(self._preprocess(image), digest)
         except InputError:
             raise
         except Exception as exc:  # e.g. degenerate sizes Pillow cannot resample

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Collection, Optional
 
 from transforms.model.formats import HF_CONFIG, HF_WEIGHTS, SAFETENSORS_SUFFIX, STATE_DICT_SUFFIXES
+from transforms.settings import DEFAULT_MODEL
 
-DEFAULT_MODEL = "BeichenZhang/LongCLIP-L-336px"
 CHECKPOINT_SUFFIXES = (*STATE_DICT_SUFFIXES, SAFETENSORS_SUFFIX)
 
 _HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -127,7 +127,7 @@ def _download_from_hub(repo_id: str) -> Path:
         raise CheckpointNotFoundError(
             f"could not get checkpoint {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
             f"Without network access, download it elsewhere (`hf download {repo_id}`) and pass the local "
-            f".pt file (or its folder, or a gs:// copy) as the model, e.g. --model /models/longclip-L@336px.pt"
+            f'.pt file (or its folder, or a gs:// copy) as the model, e.g. model="/models/longclip-L@336px.pt"'
         ) from exc
 
 

@@ -9,19 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from checkpoints import save_checkpoint, save_huggingface_clip
-from reference_longclip import reference_score
 from safetensors.torch import save_file
-from test_model import CAPTIONS
 
+from tests.support.captions import CAPTIONS
+from tests.support.checkpoints import save_checkpoint, save_huggingface_clip
+from tests.support.paths import REPO_ROOT
+from tests.support.reference_longclip import reference_score
 from transforms.inputs.images import ImagePreprocessor, decode_image
 from transforms.inputs.tokenizer import LongCLIPTokenizer
 from transforms.model.architecture import read_architecture
 from transforms.model.formats import CheckpointFormatError, read_checkpoint
 from transforms.model.locate import resolve_checkpoint
 from transforms.model.scorer import LongCLIPScorer, pad_tokens
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _pairs(scorer, good_images):
@@ -167,3 +166,15 @@ def test_hub_repo_with_huggingface_layout_is_served_from_the_hub_cache(tmp_path,
         want = scorer.score(pixels, [tokenizer(record["text"]).ids])[0]
         assert abs(record["longclip_score"] - want) < 1e-6 and record["longclip_score_error"] is None
     assert len(scored) == 2
+
+
+def test_checkpoint_container_and_ddp_prefix_are_unwrapped(tmp_path, longclip_state_dict):
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in longclip_state_dict.items()}, "epoch": 3}
+    torch.save(wrapped, tmp_path / "wrapped.ckpt")
+    assert set(read_checkpoint(tmp_path / "wrapped.ckpt").state_dict) == set(longclip_state_dict)
+
+
+def test_not_a_state_dict_is_a_clear_error(tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointFormatError, match="weights_only=True.*Accepted: .*safetensors.*CLIPModel"):
+        read_checkpoint(tmp_path / "garbage.pt")

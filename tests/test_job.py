@@ -2,19 +2,19 @@
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from reference_longclip import reference_score
-from test_model import CAPTIONS
 
-from pipeline import parse_options, run, summarize
+from pipeline import ScoreLongCLIPOptions, parse_options, run, summarize
+from tests.support.captions import CAPTIONS
+from tests.support.images import BAD_IMAGE_REASONS
+from tests.support.paths import REPO_ROOT
+from tests.support.reference_longclip import reference_score
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MALFORMED_LINES = {
     b"not json at all": "not_json",
     b"[1, 2, 3]": "not_object",
@@ -27,12 +27,7 @@ MALFORMED_LINES = {
     b'{"id": "surrogate", "image_path": "rgb.png", "text": "\\ud800 cat"}': "bad_unicode",
 }
 BAD_ROW_REASONS = {
-    "bad/corrupt.jpg": "image_undecodable",
-    "bad/truncated.jpg": "image_undecodable",
-    "bad/empty.png": "image_undecodable",
-    "bad/text_as.png": "image_undecodable",
-    "bad/a_directory.jpg": "image_unreadable",
-    "bad/bomb.png": "image_too_large",
+    **{f"bad/{name}": reason for name, reason in BAD_IMAGE_REASONS.items()},
     "empty-text": "text_empty",
     "null-text": "text_missing",
     "number-text": "text_wrong_type",
@@ -108,7 +103,7 @@ def test_cli_accounts_for_every_line_with_exact_scores(
     for out in scored:
         if out["id"] in BAD_ROW_REASONS:
             assert out["longclip_score"] == 0.0
-            assert out["longclip_score_error"].split(":")[0] == BAD_ROW_REASONS[out["id"]], out
+            assert out["longclip_score_reason"] == BAD_ROW_REASONS[out["id"]], out
         else:
             expected = reference_score(longclip_state_dict, good_images[out["image_path"]], out["text"])
             worst = max(worst, abs(out["longclip_score"] - expected))
@@ -194,16 +189,6 @@ def _cli(*args) -> subprocess.CompletedProcess:
     )
 
 
-def test_help_lists_the_flags():
-    done = _cli("--help")
-    assert done.returncode == 0
-    readme = (REPO_ROOT / "README.md").read_text()
-    flags = set(re.findall(r"^\s+(--[a-z_]+)", done.stdout, re.MULTILINE)) - {"--help"}
-    assert len(flags) == 27, flags
-    for flag in flags:
-        assert f"`{flag}`" in readme, f"{flag} is not documented in README.md"
-
-
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -219,11 +204,16 @@ def test_help_lists_the_flags():
             ["--streaming", "--input_topic", "projects/p/topics/t", "--output", "y", "--max_batch_duration_secs", "1"],
             "--max_batch_duration_secs needs the DataflowRunner",
         ),
-        (["--input", "x", "--output", "y", "--window_seconds", "0"], "--window_seconds must be > 0"),
+        (["--input", "x", "--output", "y", "--window_seconds", "0"], "--window_seconds: must be more than 0, got 0.0"),
         (["--input", "x", "--output_table", "just_a_name"], "--output_table: 'just_a_name' is not PROJECT:DATASET"),
         (["--input", "x", "--output_table", "dataset.table"], "(or DATASET.TABLE with --project)"),
         (["--input", "x", "--output", "y", "--model", "/no/such/model.pt"], "is not an existing file"),
-        (["--input", "x", "--output", "y", "--min_batch_size", "0"], "min_batch_size"),
+        (["--input", "x", "--output", "y", "--min_batch_size", "0"], "--min_batch_size: must be at least 1, got 0"),
+        (
+            ["--input", "x", "--output", "y", "--min_batch_size", "8", "--max_batch_size", "4"],
+            "--max_batch_size: must be at least min_batch_size (8), got 4",
+        ),
+        (["--input", "x", "--output", "y", "--http_timeout_secs", "0"], "--http_timeout_secs: must be more than 0"),
         (["--input", "x", "--output", "y", "--max_batch_size", "many"], "invalid int value"),
         (["--inp", "x", "--output", "y"], "pass exactly one of --input"),
         (["--input", "x", "--output", "y", "--max_batchsize", "8"], "unknown flag(s) --max_batchsize"),
@@ -233,3 +223,43 @@ def test_help_lists_the_flags():
 def test_bad_flags_fail_with_a_clear_message(args, message):
     done = _cli(*args)
     assert done.returncode == 2 and message in done.stderr
+
+
+def _argv(checkpoint, *extra):
+    return ["--input", "in.jsonl", "--output", "out/x", "--model", str(checkpoint), "--device", "cpu", *extra]
+
+
+def test_precision_defaults_to_fp32_and_takes_bf16(longclip_checkpoint):
+    assert parse_options(_argv(longclip_checkpoint)).view_as(ScoreLongCLIPOptions).precision == "fp32"
+    options = parse_options(_argv(longclip_checkpoint, "--precision", "bf16"))
+    assert options.view_as(ScoreLongCLIPOptions).precision == "bf16"
+
+
+def test_unknown_precision_is_refused(longclip_checkpoint, capsys):
+    with pytest.raises(SystemExit):
+        parse_options(_argv(longclip_checkpoint, "--precision", "int8"))
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_stored_weights_flag_scores_the_checkpoint_as_stored(
+    tmp_path, longclip_checkpoint, longclip_state_dict, good_images
+):
+    """The job's default gives the original evaluator's scores; `--stored_weights` the unrounded ones."""
+    lines = [
+        {"image_path": str(good_images[name]), "text": "a small red house by the sea"}
+        for name in ("rgb.jpg", "grey.png")
+    ]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    for stored in (False, True):
+        prefix = tmp_path / f"stored-{stored}" / "scored"
+        argv = ["--input", str(tmp_path / "in.jsonl"), "--output", str(prefix), "--model", str(longclip_checkpoint)]
+        run(argv + (["--stored_weights"] if stored else []))
+        outputs = list(prefix.parent.glob("scored-*.jsonl"))
+        assert sum(1 for path in outputs for _ in path.open()) == len(lines)
+        for path in outputs:
+            for record in map(json.loads, path.open()):
+                want = reference_score(longclip_state_dict, record["image_path"], record["text"], stored_weights=stored)
+                other = reference_score(
+                    longclip_state_dict, record["image_path"], record["text"], stored_weights=not stored
+                )
+                assert abs(record["longclip_score"] - want) < 1e-6 < abs(record["longclip_score"] - other)

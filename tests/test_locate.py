@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.paths import REPO_ROOT
 from transforms.model.locate import CheckpointNotFoundError, pick_checkpoint_in_folder, resolve_checkpoint
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _resolve_in_fresh_process(model: str, hf_home: Path) -> subprocess.CompletedProcess:
@@ -62,7 +61,7 @@ def test_hub_id_offline_without_cache_says_how_to_pass_a_local_file(tmp_path):
     done = _resolve_in_fresh_process("BeichenZhang/LongCLIP-L-336px", tmp_path / "hf")
     assert done.returncode != 0
     assert "CheckpointNotFoundError" in done.stderr
-    assert "hf download BeichenZhang/LongCLIP-L-336px" in done.stderr and "--model /" in done.stderr
+    assert "hf download BeichenZhang/LongCLIP-L-336px" in done.stderr and 'model="/models/' in done.stderr
 
 
 def test_hub_id_is_served_from_the_hub_cache(tmp_path, longclip_checkpoint):

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+GCP_PROJECT = "test-project"  # Beam checks Pub/Sub project ids: 6 to 63 characters
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -69,7 +71,7 @@ def start_pubsub_emulator(log: Path) -> tuple[subprocess.Popen, str]:
     return process, f"127.0.0.1:{port}"
 
 
-BIGQUERY_EMULATOR_VENV = Path(__file__).resolve().parent.parent / ".venv-bqemulator"
+BIGQUERY_EMULATOR_VENV = Path(__file__).resolve().parents[2] / ".venv-bqemulator"
 
 
 def start_bigquery_emulator(log: Path, project: str) -> tuple[subprocess.Popen, str]:

@@ -1,7 +1,7 @@
 """Why a record could not be scored: a stable reason code plus a human message.
 
 A failed record still gets score 0.0 (the original evaluator's contract); the reason is what lets
-users tell a real low score from a failure, and count failures by kind.
+users tell a real low score from a failure, and count failures by kind. Standard library only.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ REASON_CODES = (
     TEXT_MISSING,
     TEXT_WRONG_TYPE,
     TEXT_EMPTY,
+    SCORE_NOT_FINITE,
 )
 
 

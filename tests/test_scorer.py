@@ -1,15 +1,42 @@
-"""The scorer's shortcuts (text cut at EOT, shared images and texts encoded once) leave fp32 scores unchanged."""
+"""LongCLIPScorer: fp32 scores equal the original LongCLIP code; its shortcuts (text cut at EOT, shared
+images and texts encoded once) leave them unchanged."""
 
 import pytest
 import torch
-from reference_longclip import encode_text as reference_encode_text
-from reference_longclip import reference_score, rounded_like_longclip
-from test_model import CAPTIONS
 
+from tests.support.captions import CAPTIONS
+from tests.support.reference_longclip import encode_text as reference_encode_text
+from tests.support.reference_longclip import reference_score, rounded_like_longclip
 from transforms.inputs.images import ImagePreprocessor, decode_image
 from transforms.inputs.tokenizer import EOT_ID, LongCLIPTokenizer
 from transforms.model.device import parse_precision
 from transforms.model.scorer import LongCLIPScorer, _length_groups, pad_tokens
+
+
+@pytest.mark.parametrize("caption", sorted(CAPTIONS))
+def test_scores_equal_original_longclip(longclip_checkpoint, longclip_state_dict, good_images, caption):
+    scorer = LongCLIPScorer.from_checkpoint(longclip_checkpoint, "cpu")
+    preprocess = ImagePreprocessor(scorer.image_resolution)
+    tokens = LongCLIPTokenizer(scorer.context_length)(CAPTIONS[caption])
+    names = sorted(good_images)
+    pixels = torch.stack([preprocess(decode_image(good_images[name].read_bytes())) for name in names])
+    scores = scorer.score(pixels, [tokens.ids] * len(names))
+    expected = [reference_score(longclip_state_dict, good_images[name], CAPTIONS[caption]) for name in names]
+    for name, got, want in zip(names, scores, expected, strict=True):
+        assert abs(got - want) < 1e-6, (name, got, want)
+    assert len(set(round(s, 6) for s in scores)) > 1, "different images must score differently"
+
+
+def test_openai_format_checkpoint_loads_at_context_77(openai_checkpoint, good_images):
+    state_dict = torch.load(openai_checkpoint, weights_only=True)
+    scorer = LongCLIPScorer.from_checkpoint(openai_checkpoint, "cpu")
+    assert scorer.context_length == 77
+    text = CAPTIONS["long_200_tokens"]
+    tokens = LongCLIPTokenizer(77)(text)
+    assert tokens.truncated
+    pixels = ImagePreprocessor(scorer.image_resolution)(decode_image(good_images["rgb.png"].read_bytes()))
+    got = scorer.score(pixels.unsqueeze(0), [tokens.ids])[0]
+    assert abs(got - reference_score(state_dict, good_images["rgb.png"], text)) < 1e-6
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from transforms import reasons
+
+# What each file of `write_bad_images` must be scored with: 0.0 and this reason.
+BAD_IMAGE_REASONS = {
+    "corrupt.jpg": reasons.IMAGE_UNDECODABLE,
+    "truncated.jpg": reasons.IMAGE_UNDECODABLE,
+    "empty.png": reasons.IMAGE_UNDECODABLE,
+    "text_as.png": reasons.IMAGE_UNDECODABLE,
+    "a_directory.jpg": reasons.IMAGE_UNREADABLE,
+    "bomb.png": reasons.IMAGE_TOO_LARGE,
+}
+
 # Good images whose original-LongCLIP preprocessing is `Image.open(p).convert("RGB")`.
 GOOD_KINDS = (
     "rgb.jpg",

@@ -1,0 +1,85 @@
+"""The job's flags come from one declaration each: `--help`, the README table and the Flex Template agree."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+from google.cloud.dataflow_v1beta3.types import TemplateMetadata
+
+from pipeline import flags
+from tests.support.paths import REPO_ROOT
+from transforms import SETTINGS_CLASSES, BatchSettings, ImageSettings, InvalidSetting, ModelSettings
+
+
+def test_help_lists_every_declared_flag_without_importing_torch_or_beam():
+    code = (
+        "import sys\n"
+        "from pipeline.__main__ import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as exit:\n    assert exit.code == 0\n"
+        "heavy = sorted(m for m in ('torch', 'apache_beam', 'open_clip') if m in sys.modules)\n"
+        "print('IMPORTED', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "IMPORTED []" in done.stdout
+    declared = {f"--{field.name}" for _, field, _, _ in flags.declared_fields()}
+    shown = {word for word in done.stdout.split() if word.startswith("--") and word.strip(",") == word}
+    assert declared <= shown, declared - shown
+    every_setting = {f"--{field.name}" for cls in SETTINGS_CLASSES for field in dataclasses.fields(cls)}
+    assert every_setting <= declared
+
+
+def test_readme_table_and_flex_template_are_generated_from_the_declarations():
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert flags.readme_with_table(readme) == readme, "run `make generated` and commit README.md"
+    text = (REPO_ROOT / flags.FLEX_TEMPLATE_METADATA).read_text(encoding="utf-8")
+    assert text == flags.flex_template_json(), "run `make generated` and commit the Flex Template metadata"
+    TemplateMetadata.from_json(text)  # Dataflow's own schema: unknown fields or bad enum values fail here
+    parameters = {p["name"]: p for p in json.loads(text)["parameters"]}
+    assert set(parameters) == {field.name for _, field, _, _ in flags.declared_fields()}
+    assert parameters["precision"]["enumOptions"] == [{"value": "fp32"}, {"value": "bf16"}, {"value": "fp16"}]
+    assert parameters["share_model_across_processes"]["defaultValue"] == "false"
+
+
+def test_settings_built_from_flags_equal_the_library_defaults():
+    namespace = flags.argument_parser().parse_args(["--input", "x", "--output", "y"])
+    built = flags.settings_from(namespace)
+    assert built == {cls: cls() for cls in SETTINGS_CLASSES}
+    namespace = flags.argument_parser().parse_args(["--input", "x", "--output", "y", "--max_batch_size", "64"])
+    assert flags.settings_from(namespace)[BatchSettings] == BatchSettings(max_batch_size=64)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ModelSettings(precision="int8"), "precision: must be one of fp32, bf16, fp16, got 'int8'"),
+        (lambda: ModelSettings(model=" "), "model: is empty"),
+        (lambda: ModelSettings(model_copies=0), "model_copies: must be at least 1"),
+        (lambda: BatchSettings(max_batch_duration_secs=0), "max_batch_duration_secs: must be more than 0"),
+        (lambda: BatchSettings(max_batch_size=2.5), "max_batch_size: must be a whole number"),
+        (lambda: ImageSettings(max_image_bytes=-1), "max_image_bytes: must be at least 1, got -1"),
+        (lambda: ImageSettings(http_timeout_secs=float("nan")), "http_timeout_secs: must be a number"),
+    ],
+)
+def test_library_settings_name_the_argument_not_a_flag(make, message):
+    with pytest.raises(InvalidSetting) as caught:
+        make()
+    assert str(caught.value) == message or str(caught.value).startswith(message)
+    assert "--" not in str(caught.value)
+
+
+def test_the_job_uses_only_what_transforms_exports():
+    import ast
+
+    import transforms
+
+    for path in sorted((REPO_ROOT / "pipeline").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("transforms"):
+                assert node.module == "transforms", f"{path.name} imports {node.module}"
+                for alias in node.names:
+                    assert alias.name in transforms.__all__, f"{path.name} imports {alias.name}"
+            if isinstance(node, ast.Import):
+                assert not any(alias.name.startswith("transforms.") for alias in node.names), path.name

@@ -1,0 +1,308 @@
+"""ScoreLongCLIP in real Beam pipelines: exact scores, every record once, failures with reasons."""
+
+import json
+import math
+
+import apache_beam as beam
+import pytest
+import torch
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms import window
+
+from tests.support.captions import CAPTIONS
+from tests.support.images import BAD_IMAGE_REASONS
+from tests.support.reference_longclip import reference_score
+from transforms import (
+    BatchSettings,
+    ImageSettings,
+    InvalidSetting,
+    LongCLIPModelHandler,
+    ModelSettings,
+    RecordFields,
+    ScoreLongCLIP,
+)
+from transforms import reasons as errors
+
+
+def _run(records, transform, folder):
+    """Runs `records | transform` on the FnApiRunner and reads back what it wrote: (outputs, result)."""
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    (
+        pipeline
+        | beam.Create(records, reshuffle=False)
+        | transform
+        | beam.Map(json.dumps)
+        | beam.io.WriteToText(str(folder / "out"), shard_name_template="")
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    return [json.loads(line) for line in (folder / "out").read_text().splitlines()], result
+
+
+def _corpus(good_images, bad_images):
+    records = []
+    for name in sorted(good_images):
+        for caption in sorted(CAPTIONS):
+            records.append(
+                {"id": len(records), "image_path": name, "text": CAPTIONS[caption], "extra": [1, {"k": name}]}
+            )
+    for name in sorted(bad_images):
+        records.append({"id": len(records), "image_path": str(bad_images[name]), "text": "a cat"})
+    records += [
+        {"id": len(records), "image_path": "rgb.png", "text": ""},
+        {"id": len(records) + 1, "image_path": "rgb.png"},
+        {"id": len(records) + 2, "image_path": "no_such.png", "text": "a cat"},
+        {"id": len(records) + 3, "text": "no image field"},
+    ]
+    return records
+
+
+def test_every_record_once_with_exact_scores_or_a_reason(
+    tmp_path, longclip_checkpoint, longclip_state_dict, good_images, bad_images
+):
+    records = _corpus(good_images, bad_images)
+    image_root = str(next(iter(good_images.values())).parent)
+    score = ScoreLongCLIP(
+        str(longclip_checkpoint), batching=BatchSettings(max_batch_size=8), images=ImageSettings(image_root=image_root)
+    )
+    outputs, result = _run(records, score, tmp_path)
+
+    assert sorted(o["id"] for o in outputs) == [r["id"] for r in records]
+    by_id = {o["id"]: o for o in outputs}
+    worst = 0.0
+    for record in records:
+        out = by_id[record["id"]]
+        assert {k: out[k] for k in record} == record, "input fields must come out untouched"
+        name = record.get("image_path")
+        if name in good_images and record.get("text"):
+            expected = reference_score(longclip_state_dict, good_images[name], record["text"])
+            worst = max(worst, abs(out["longclip_score"] - expected))
+            assert out["longclip_score_error"] is None and out["longclip_score_reason"] is None
+            assert out["longclip_score_truncated"] == (record["text"] == CAPTIONS["over_248_tokens"])
+        else:
+            assert out["longclip_score"] == 0.0 and out["longclip_score_reason"] in errors.REASON_CODES
+            assert out["longclip_score_error"].startswith(out["longclip_score_reason"] + ": ")
+    assert worst < 1e-6, f"max |score - original LongCLIP| = {worst}"
+
+    reasons = {
+        r["id"]: by_id[r["id"]]["longclip_score_reason"] for r in records if by_id[r["id"]]["longclip_score_reason"]
+    }
+    for name, code in BAD_IMAGE_REASONS.items():
+        rid = next(r["id"] for r in records if r.get("image_path") == str(bad_images[name]))
+        assert reasons[rid] == code, name
+    assert sorted(reasons.values()).count(errors.TEXT_EMPTY) == 1
+    assert sorted(reasons.values()).count(errors.TEXT_MISSING) == 1
+    assert sorted(reasons.values()).count(errors.IMAGE_NOT_FOUND) == 1
+    assert sorted(reasons.values()).count(errors.IMAGE_MISSING) == 1
+
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace("ScoreLongCLIP"))["counters"]
+    }
+    assert counters["scored"] + counters["failed"] == len(records)
+    assert counters["failed"] == len(reasons)
+    assert counters["failed_image_undecodable"] == 4
+    assert counters["truncated"] == len(good_images)
+
+
+def test_custom_keys_leave_other_fields_alone(tmp_path, longclip_checkpoint, good_images):
+    records = [{"img": str(good_images["rgb.jpg"]), "caption": "a photo", "score": "kept"}]
+    fields = RecordFields(image_key="img", text_key="caption", output_key="s")
+    outputs, _ = _run(records, ScoreLongCLIP(str(longclip_checkpoint), fields=fields), tmp_path)
+    (out,) = outputs
+    assert out["score"] == "kept" and out["s_error"] is None and out["s_reason"] is None and out["s_truncated"] is False
+    assert 0.0 <= out["s"] <= 1.0 and not math.isnan(out["s"])
+
+
+def test_records_keep_their_event_time_and_window(tmp_path, longclip_checkpoint, good_images):
+    """Beam's batching stamps batches with the end of the window; scored records must not inherit that,
+    or a stream's fixed windows downstream would never close."""
+    records = [{"id": n, "image_path": str(good_images["rgb.png"]), "text": "a cat" if n % 3 else ""} for n in range(6)]
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    (
+        pipeline
+        | beam.Create(records, reshuffle=False)
+        | "Stamp" >> beam.Map(lambda record: beam.window.TimestampedValue(record, 1000 + 10 * record["id"]))
+        | "Window" >> beam.WindowInto(beam.window.FixedWindows(15))
+        | ScoreLongCLIP(str(longclip_checkpoint), batching=BatchSettings(max_batch_size=4))
+        | beam.Map(
+            lambda r, t=beam.DoFn.TimestampParam, w=beam.DoFn.WindowParam: json.dumps(
+                [r["id"], float(t), float(w.start), r["longclip_score_error"] is None]
+            )
+        )
+        | beam.io.WriteToText(str(tmp_path / "out"), shard_name_template="")
+    )
+    pipeline.run().wait_until_finish()
+    seen = sorted(json.loads(line) for line in (tmp_path / "out").read_text().splitlines())
+    assert seen == [[n, 1000.0 + 10 * n, 1000.0 + 10 * n - (1000 + 10 * n) % 15, bool(n % 3)] for n in range(6)]
+
+
+def test_a_score_that_is_not_a_number_is_a_failure_with_a_reason(tmp_path, longclip_state_dict, good_images):
+    """A model that overflows (fp16) gives NaN; the record must get 0.0 and a reason, not NaN."""
+    broken = {name: tensor.clone() for name, tensor in longclip_state_dict.items()}
+    broken["text_projection"][0, 0] = float("nan")
+    torch.save(broken, tmp_path / "nan.pt")
+    records = [{"id": 1, "image_path": str(good_images["rgb.png"]), "text": "a cat"}]
+    (out,), result = _run(records, ScoreLongCLIP(str(tmp_path / "nan.pt")), tmp_path)
+    assert out["longclip_score"] == 0.0
+    assert out["longclip_score_error"].startswith("score_not_finite: the model gave nan")
+    assert out["longclip_score_reason"] == "score_not_finite"
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter())["counters"]}
+    assert counters["failed_score_not_finite"] == 1 and "scored" not in counters
+
+
+class _WindowStart(beam.DoFn):
+    def process(self, record, win=beam.DoFn.WindowParam):
+        yield {**record, "window_start": int(win.start)}
+
+
+def test_coco_style_records_in_windows_come_out_once_in_their_own_window(
+    tmp_path, longclip_checkpoint, longclip_state_dict, good_images
+):
+    captions = [CAPTIONS[name] for name in sorted(CAPTIONS)][:5]
+    names = ["rgb.jpg", "rgb.png", "grey.png", "missing.png", "cmyk.jpg", "rgb.png"]
+    records = [
+        {"id": i * 5 + j, "image_path": name, "text": captions[j], "t": i * 5 + j}
+        for i, name in enumerate(names)
+        for j in range(5)
+    ]
+    image_root = str(good_images["rgb.jpg"].parent)
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    (
+        pipeline
+        | beam.Create(records, reshuffle=False)
+        | beam.Map(lambda r: window.TimestampedValue(r, r["t"]))
+        | beam.WindowInto(window.FixedWindows(10))
+        | ScoreLongCLIP(
+            str(longclip_checkpoint),
+            batching=BatchSettings(max_batch_size=7),
+            images=ImageSettings(image_root=image_root, prepare_threads=3),
+        )
+        | beam.ParDo(_WindowStart())
+        | beam.Map(json.dumps)
+        | beam.io.WriteToText(str(tmp_path / "out"), shard_name_template="")
+    )
+    pipeline.run().wait_until_finish()
+    outputs = [json.loads(line) for line in (tmp_path / "out").read_text().splitlines()]
+
+    assert sorted(o["id"] for o in outputs) == [r["id"] for r in records]
+    for out in outputs:
+        assert out["window_start"] == out["t"] // 10 * 10, "each record must stay in its own window"
+        if out["image_path"] == "missing.png":
+            assert out["longclip_score"] == 0.0 and out["longclip_score_error"].startswith("image_not_found")
+        else:
+            want = reference_score(longclip_state_dict, good_images[out["image_path"]], out["text"])
+            assert abs(out["longclip_score"] - want) < 1e-6
+
+
+def _ids(pcoll_records):
+    return sorted(record["id"] for record in pcoll_records)
+
+
+def test_scored_and_failed_come_apart_and_two_steps_keep_their_own_counters(
+    tmp_path, longclip_checkpoint, openai_checkpoint, good_images
+):
+    """`.with_exception_handling()` gives (scored, failed) like RunInference; each step has its own counters."""
+    records = [
+        {"id": 0, "image_path": str(good_images["rgb.png"]), "text": "a cat"},
+        {"id": 1, "image_path": str(good_images["grey.png"]), "text": ""},
+        {"id": 2, "image_path": "/no/such/file.png", "text": "a cat"},
+        {"id": 3, "image_path": str(good_images["rgb.jpg"]), "text": "a dog"},
+    ]
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    inputs = pipeline | beam.Create(records, reshuffle=False)
+    scored, failed = inputs | "Long" >> ScoreLongCLIP(str(longclip_checkpoint)).with_exception_handling()
+    other = inputs | "OpenAI" >> ScoreLongCLIP(str(openai_checkpoint), fields=RecordFields(output_key="clip"))
+    for name, pcoll in (("scored", scored), ("failed", failed), ("other", other)):
+        _ = (
+            pcoll
+            | f"Json{name}" >> beam.Map(json.dumps)
+            | f"Write{name}" >> beam.io.WriteToText(str(tmp_path / name), shard_name_template="")
+        )
+    result = pipeline.run()
+    result.wait_until_finish()
+    read = {
+        name: [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        for name in ("scored", "failed", "other")
+    }
+    assert _ids(read["scored"]) == [0, 3] and all(r["longclip_score_reason"] is None for r in read["scored"])
+    assert {r["id"]: r["longclip_score_reason"] for r in read["failed"]} == {1: "text_empty", 2: "image_not_found"}
+    assert all(r["longclip_score"] == 0.0 for r in read["failed"])
+    assert _ids(read["other"]) == [0, 1, 2, 3] and "longclip_score" not in read["other"][0]
+
+    def counters(namespace):
+        found = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
+        return {c.key.metric.name: c.committed for c in found}
+
+    assert counters("Long") == {"scored": 2, "failed": 2, "failed_text_empty": 1, "failed_image_not_found": 1}
+    assert counters("OpenAI") == {"scored": 2, "failed": 2, "failed_text_empty": 1, "failed_image_not_found": 1}
+    inference = result.metrics().query(MetricsFilter().with_namespace("Long.inference"))["counters"]
+    assert sum(c.committed for c in inference if c.key.metric.name == "num_inferences") == 2
+
+
+def test_scored_and_failed_in_a_stream(tmp_path, longclip_checkpoint, good_images):
+    """The same split on Beam's streaming runner, records arriving over time (TestStream)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+
+    good = {"id": 0, "image_path": str(good_images["rgb.png"]), "text": "a cat"}
+    bad = {"id": 1, "image_path": str(good_images["rgb.png"]), "text": 7}
+    later = {"id": 2, "image_path": str(good_images["la.png"]), "text": "a bird"}
+    stream = (
+        TestStream()
+        .add_elements([good, bad])
+        .advance_processing_time(5)
+        .advance_watermark_to(10)
+        .add_elements([later])
+        .advance_watermark_to_infinity()
+    )
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner"])
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(options=options)
+    scored, failed = pipeline | stream | ScoreLongCLIP(str(longclip_checkpoint)).with_exception_handling()
+    for name, pcoll in (("scored", scored), ("failed", failed)):
+        _ = (
+            pcoll
+            | f"Json{name}" >> beam.Map(lambda r: str(r["id"]) + ":" + str(r["longclip_score_reason"]))
+            | (f"Collect{name}" >> beam.Map(lambda line, path=str(tmp_path / name): open(path, "a").write(line + "\n")))
+        )
+    pipeline.run().wait_until_finish()
+    assert sorted((tmp_path / "scored").read_text().split()) == ["0:None", "2:None"]
+    assert (tmp_path / "failed").read_text().split() == ["1:text_wrong_type"]
+
+
+def test_a_ready_handler_and_beams_model_refresh(tmp_path, longclip_checkpoint, good_images):
+    """A caller's own handler is used as given; a ModelMetadata side input swaps the checkpoint it loads."""
+    from apache_beam.ml.inference.base import ModelMetadata
+
+    from tests.support.checkpoints import save_checkpoint
+    from tests.support.reference_longclip import reference_score
+
+    other = save_checkpoint(tmp_path / "other.pt", seed=5)
+    handler = LongCLIPModelHandler(ModelSettings(model=str(longclip_checkpoint)), BatchSettings(max_batch_size=2))
+    with pytest.raises(ValueError, match="pass batching to the LongCLIPModelHandler"):
+        ScoreLongCLIP(handler, batching=BatchSettings())
+    records = [{"id": 0, "image_path": str(good_images["rgb.png"]), "text": "a cat"}]
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    refresh = pipeline | "Model" >> beam.Create([ModelMetadata(model_id=str(other), model_name="other")])
+    (
+        pipeline
+        | beam.Create(records)
+        | ScoreLongCLIP(handler, model_metadata_pcoll=refresh)
+        | beam.Map(json.dumps)
+        | beam.io.WriteToText(str(tmp_path / "out"), shard_name_template="")
+    )
+    pipeline.run().wait_until_finish()
+    (out,) = [json.loads(line) for line in (tmp_path / "out").read_text().splitlines()]
+    want = reference_score(torch.load(other, weights_only=True), good_images["rgb.png"], "a cat")
+    assert abs(out["longclip_score"] - want) < 1e-6
+
+
+def test_settings_are_checked_when_the_transform_is_made(longclip_checkpoint):
+    with pytest.raises(InvalidSetting, match="prepare_threads: must be at least 1"):
+        ScoreLongCLIP(str(longclip_checkpoint), images=ImageSettings(prepare_threads=0))
+    with pytest.raises(InvalidSetting, match="device: 'gpu' is not a torch device"):
+        ScoreLongCLIP(ModelSettings(model=str(longclip_checkpoint), device="gpu"))
+    with pytest.raises(InvalidSetting, match=r"max_batch_size: must be at least min_batch_size \(8\)"):
+        ScoreLongCLIP(str(longclip_checkpoint), batching=BatchSettings(min_batch_size=8, max_batch_size=4))
