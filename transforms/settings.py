@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 DEFAULT_MODEL = "BeichenZhang/LongCLIP-L-336px"
 PRECISIONS = ("fp32", "bf16", "fp16")
+# "auto": the fastest precision the device computes well (see transforms.model.device.resolve_precision).
+PRECISION_CHOICES = (*PRECISIONS, "auto")
 
 
 class InvalidSetting(ValueError):
@@ -100,9 +102,11 @@ class ModelSettings:
     )
     precision: str = setting(
         "fp32",
-        "model weights: fp32 (exact), or bf16/fp16 for faster GPUs (see README, Performance)",
-        label="Weights precision",
-        choices=PRECISIONS,
+        "fp32 (exact), bf16 or fp16 (faster, scores within about 1e-3; see README, Performance), or auto: "
+        "bf16 on CPUs with bf16 instructions (AVX512-BF16, AMX) and on Ampere or newer GPUs, fp16 on older "
+        "GPUs, else fp32",
+        label="Precision",
+        choices=PRECISION_CHOICES,
     )
     stored_weights: bool = setting(
         False,

@@ -15,8 +15,9 @@ from typing import Optional, Sequence, Union
 import open_clip
 import torch
 
+from transforms.model import towers
 from transforms.model.architecture import build_model
-from transforms.model.device import parse_precision, pick_device
+from transforms.model.device import parse_precision, pick_device, resolve_precision
 from transforms.model.formats import read_checkpoint
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -31,17 +32,20 @@ class LongCLIPScorer:
     Its one public method takes and returns plain CPU data, so it also works behind Beam's
     cross-process model proxy (`share_model_across_processes`).
 
-    Exact shortcuts (fp32 scores unchanged): each text runs only up to its EOT position (in a few
-    groups of similar length), identical token sequences are encoded once, and an image shared by
-    several pairs is encoded once, also across recent batches when the caller names it by a key.
-    `precision` other than fp32 casts the weights (meant for GPUs; scores then deviate slightly).
+    Exact shortcuts (fp32 scores unchanged): both towers run on fused attention (`towers`), each
+    text only up to its EOT position (in a few groups of similar length), identical token sequences
+    are encoded once, and an image shared by several pairs is encoded once, also across recent
+    batches when the caller names it by a key. `precision` bf16/fp16 computes the block matrices in
+    that precision (LayerNorms, residuals and projections stay fp32); scores then deviate slightly.
     """
 
     def __init__(self, model: open_clip.CLIP, device: torch.device, precision: str = "fp32"):
         if model.text_pool_type != "argmax" or not model.transformer.batch_first:
             raise ValueError("expected open_clip's batch-first text tower with EOT (argmax) pooling, as built here")
         self.dtype = parse_precision(precision)
-        self.model = model.to(device=device, dtype=self.dtype)
+        self.model = model.to(device=device)
+        if self.dtype != torch.float32:
+            towers.low_precision_weights(self.model, self.dtype)
         self.device = device
         self.context_length: int = model.context_length
         self.image_resolution: int = model.visual.image_size[0]
@@ -61,10 +65,11 @@ class LongCLIPScorer:
         *,
         stored_weights: bool = False,
     ) -> "LongCLIPScorer":
-        """Loads any accepted checkpoint format (see `checkpoint_formats`) onto `device`."""
+        """Loads any accepted checkpoint format (see `formats`) onto `device`; `precision` may be "auto"."""
         chosen = pick_device(device)
+        precision, why = resolve_precision(precision, chosen)
         model = build_model(read_checkpoint(path), stored_weights=stored_weights)
-        _LOGGER.info("Loaded LongCLIP checkpoint %s on %s in %s", path, chosen, precision)
+        _LOGGER.info("Loaded LongCLIP checkpoint %s on %s in %s (%s)", path, chosen, precision, why)
         return cls(model, chosen, precision)
 
     def score(
@@ -114,7 +119,7 @@ class LongCLIPScorer:
         """Image features [N,E] in fp32 of uint8 images [N,3,R,R]; scaling as torchvision's ToTensor+Normalize."""
         pixels = images.to(self.device, non_blocking=True).float().div_(255)
         pixels = pixels.sub_(self._mean).div_(self._std)
-        return self.model.encode_image(pixels.to(self.dtype)).float()
+        return towers.encode_image(self.model, pixels, self.dtype)
 
     def encode_texts(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
         """Text features [N,E] in fp32, each text run only up to its EOT position.
@@ -132,39 +137,11 @@ class LongCLIPScorer:
         for end in _length_groups(eot[order].tolist(), self.text_groups):
             rows = order[start:end]
             length = int(eot[rows].max()) + 1
-            features[rows.to(self.device)] = self._encode_prefix(tokens[rows, :length], eot[rows])
+            prefix = tokens[rows, :length].to(self.device, non_blocking=True)
+            position = eot[rows].to(self.device, non_blocking=True)
+            features[rows.to(self.device)] = towers.encode_text_prefix(self.model, prefix, position, self.dtype)
             start = end
         return features
-
-    def _encode_prefix(self, tokens: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        length = tokens.shape[1]
-        tokens, eot = tokens.to(self.device, non_blocking=True), eot.to(self.device, non_blocking=True)
-        mask = model.attn_mask[:length, :length]
-        x = model.token_embedding(tokens) + model.positional_embedding[:length]
-        *blocks, last = model.transformer.resblocks
-        for block in blocks:
-            x = block(x, attn_mask=mask)
-        x = model.ln_final(_last_block_at_eot(last, x, eot, mask))
-        return (x @ model.text_projection).float()
-
-
-def _last_block_at_eot(block: torch.nn.Module, x: torch.Tensor, eot: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The last residual block's output at each row's EOT position only, [N, W] from x [N, L, W].
-
-    Only the pooled token is used, so the last block's attention query, output projection and MLP
-    run for that one position (keys and values still cover the prefix): the same numbers as the
-    full block, for a fraction of its work.
-    """
-    rows = torch.arange(x.shape[0], device=x.device)
-    normed = block.ln_1(x)
-    query = normed[rows, eot].unsqueeze(1)
-    heads = block.attn.num_heads
-    query_mask = mask[eot].unsqueeze(1).repeat_interleave(heads, dim=0).to(query.dtype)  # [N*heads, 1, L]
-    attended = block.attn(query, normed, normed, need_weights=False, attn_mask=query_mask)[0]
-    y = x[rows, eot].unsqueeze(1) + block.ls_1(attended)
-    y = y + block.ls_2(block.mlp(block.ln_2(y)))
-    return y[:, 0]
 
 
 def _length_groups(sorted_lengths: Sequence[int], groups: int) -> list[int]:
