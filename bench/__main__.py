@@ -24,6 +24,7 @@ TARGETS = {
     "pipeline / row-at-a-time, 5 captions per image": 3.0,
     "text tower, captions <= 77 tokens: 248 positions / cut at EOT": 2.0,
     "peak RSS, 20k / 1k records": 1.10,  # at most
+    "bf16 / fp32, pipeline end to end": 2.0,
 }
 
 
@@ -145,6 +146,43 @@ def main() -> None:
         )
         target = TARGETS["text tower, captions <= 77 tokens: 248 positions / cut at EOT"] if mix == "short" else None
         report.ratio(f"text tower, {label}: 248 positions / cut at EOT", full / cut, target)
+
+    print("Precision: bf16 against fp32, on the same records (interleaved, best of repeats):")
+    low = LongCLIPScorer.from_checkpoint(checkpoint, args.device, "bf16")
+    data = PreDecoded(unique, scorer.image_resolution, scorer.context_length)
+    pixels = torch.stack([data.pixels[path] for path in data.paths[:batch]])
+    ids = data.token_ids[:batch]
+    towers = {"image": lambda s: s.encode_images(pixels), "text": lambda s: s.encode_texts(ids)}
+    tower_best = {(tower, p): float("inf") for tower in towers for p in ("fp32", "bf16")}
+    with torch.inference_mode():
+        for _ in range(args.repeats + 1):
+            for tower, encode in towers.items():
+                for precision, which in (("fp32", scorer), ("bf16", low)):
+                    seconds, _ = timed(encode, which)
+                    tower_best[tower, precision] = min(tower_best[tower, precision], seconds)
+    for tower in towers:
+        fp32, bf16 = tower_best[tower, "fp32"], tower_best[tower, "bf16"]
+        report.add(f"{tower} tower, batch {batch}: fp32 / bf16 seconds", f"{fp32:.3f} / {bf16:.3f}")
+        report.ratio(f"bf16 / fp32, {tower} tower", fp32 / bf16)
+    end_to_end = {"fp32": float("inf"), "bf16": float("inf")}
+    scores = {}
+    for _ in range(args.repeats):
+        for precision in end_to_end:
+            steady, _, scores[precision] = run_pipeline(
+                unique, checkpoint, batch_size=batch, device=args.device, precision=precision
+            )
+            end_to_end[precision] = min(end_to_end[precision], steady)
+    gaps = [abs(a - b) for a, b in zip(scores["bf16"], scores["fp32"], strict=True)]
+    report.add(
+        "pipeline, unique pairs: fp32 / bf16",
+        f"{len(unique) / end_to_end['fp32']:.2f} / {len(unique) / end_to_end['bf16']:.2f} pairs/s",
+        f"(bf16 vs fp32 score: max |diff| {max(gaps):.1e}, mean {sum(gaps) / len(gaps):.1e})",
+    )
+    report.ratio(
+        "bf16 / fp32, pipeline end to end",
+        end_to_end["fp32"] / end_to_end["bf16"],
+        TARGETS["bf16 / fp32, pipeline end to end"],
+    )
 
     print("Sweeps (pipeline, steady state):")
     sweep = unique[: max(args.pairs * 2 // 3, 2)]

@@ -16,10 +16,10 @@ import urllib.error
 import urllib.request
 from typing import Optional
 
+import numpy as np
 import torch
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import CenterCrop, InterpolationMode, PILToTensor, Resize
 
 from transforms import reasons as errors
 from transforms.reasons import InputError
@@ -148,27 +148,34 @@ def decode_image(data: bytes, *, max_pixels: int = _DEFAULTS.max_image_pixels) -
 class ImagePreprocessor:
     """LongCLIP's `_transform(n_px)` up to the uint8 tensor: shorter side to n_px (bicubic), centre crop.
 
-    An extreme aspect ratio would make the resized intermediate huge (2x100000 pixels resizes to
-    336x16.8M), so the resized size is held to the same pixel limit as decoded images.
+    The same Pillow calls torchvision's `Resize(n_px, BICUBIC)`, `CenterCrop(n_px)` and `PILToTensor`
+    make on a PIL image (sizes and crop offsets computed as they compute them), without importing
+    torchvision, which costs a job's start about a second. An extreme aspect ratio would make the
+    resized intermediate huge (2x100000 pixels resizes to 336x16.8M), so the resized size is held to
+    the same pixel limit as decoded images.
     """
 
     def __init__(self, resolution: int, max_pixels: int = _DEFAULTS.max_image_pixels):
         self.resolution = resolution
         self.max_pixels = max_pixels
-        self._resize = Resize(resolution, interpolation=InterpolationMode.BICUBIC)
-        self._crop = CenterCrop(resolution)
-        self._to_tensor = PILToTensor()
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        width, height = image.size
         short, long = sorted(image.size)
         resized_long = int(self.resolution * long / short)
         if self.resolution * resized_long > self.max_pixels:
             raise InputError(
                 errors.IMAGE_TOO_LARGE,
-                f"a {image.size[0]}x{image.size[1]} image resizes to {self.resolution}x{resized_long}, "
+                f"a {width}x{height} image resizes to {self.resolution}x{resized_long}, "
                 f"over the {self.max_pixels}-pixel limit (aspect ratio too extreme)",
             )
-        return self._to_tensor(self._crop(self._resize(image)))
+        size = (self.resolution, resized_long) if width <= height else (resized_long, self.resolution)
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.BICUBIC)
+        left = int(round((size[0] - self.resolution) / 2.0))
+        top = int(round((size[1] - self.resolution) / 2.0))
+        image = image.crop((left, top, left + self.resolution, top + self.resolution))
+        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
 
 
 def _has_scheme(location: str) -> bool:

@@ -3,16 +3,22 @@
 open_clip ships the same BPE merges, but its tokenizer differs from the one LongCLIP uses in two
 edge cases (whitespace regex, literal special tokens), so the encoding is reimplemented here to
 match LongCLIP's `simple_tokenizer.py` exactly, and truncation is reported instead of hidden.
+Only the merges file is taken from the open_clip package, without importing it (that would import
+torch and torchvision: seconds a job's start need not spend).
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
+import html
+import importlib.util
+import os
 from collections import OrderedDict
 from typing import NamedTuple, Optional
 
+import ftfy
 import regex
-from open_clip.tokenizer import basic_clean, bytes_to_unicode, default_bpe, get_pairs
 
 LONGCLIP_CONTEXT_LENGTH = 248
 SOT_ID = 49406
@@ -24,6 +30,35 @@ _TOKEN_PATTERN = regex.compile(
     regex.IGNORECASE,
 )
 _WHITESPACE = regex.compile(r"\s+")
+
+
+def merges_file() -> str:
+    """OpenAI's BPE merges, as the open_clip package ships them (`bpe_simple_vocab_16e6.txt.gz`)."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("open_clip_torch is not installed; it ships the CLIP BPE merges file")
+    return os.path.join(spec.submodule_search_locations[0], "bpe_simple_vocab_16e6.txt.gz")
+
+
+def basic_clean(text: str) -> str:
+    """OpenAI CLIP's cleaning: ftfy, HTML entities unescaped twice, outer whitespace stripped."""
+    return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+
+
+@functools.lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """CLIP's reversible byte -> printable character table: printable Latin-1 bytes map to themselves,
+    the other 68 bytes to characters from U+0100 on, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {byte: chr(byte) for byte in printable}
+    others = [byte for byte in range(256) if byte not in table]
+    table.update({byte: chr(256 + n) for n, byte in enumerate(others)})
+    return dict(sorted(table.items(), key=lambda item: (item[0] not in printable, item[0])))
+
+
+def get_pairs(word: tuple[str, ...]) -> set[tuple[str, str]]:
+    """The adjacent symbol pairs of a word."""
+    return set(zip(word, word[1:], strict=False))
 
 
 class TokenizedText(NamedTuple):
@@ -44,8 +79,8 @@ class LongCLIPTokenizer:
             raise ValueError(f"context_length must be at least 2 (SOT and EOT), got {context_length}")
         self.context_length = context_length
         self._byte_encoder = bytes_to_unicode()
-        with gzip.open(default_bpe()) as merges_file:
-            merges = merges_file.read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+        with gzip.open(merges_file()) as stream:
+            merges = stream.read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
         merge_pairs = [tuple(merge.split()) for merge in merges]
         vocab = list(self._byte_encoder.values())
         vocab += [v + "</w>" for v in vocab]

@@ -10,9 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import TYPE_CHECKING, Mapping, Optional, Union
 
-import open_clip
 import torch
 
 from transforms.model.formats import (
@@ -28,6 +27,9 @@ KEPT_POSITIONS = 20
 _METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 StateDict = Mapping[str, torch.Tensor]
+
+if TYPE_CHECKING:  # open_clip imports torchvision and more: loaded where a model is built
+    import open_clip
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ def build_model(checkpoint: Checkpoint, *, stored_weights: bool = False) -> open
     OpenAI's loaders round most of them to fp16 (see `round_weights_like_longclip`), and every score
     they give comes from those rounded values, on the CPU too.
     """
+    import open_clip
+
     arch = LongCLIPArchitecture.from_checkpoint(checkpoint)
     if arch.vision_width % arch.vision_heads or arch.text_width % arch.text_heads:
         raise CheckpointFormatError(f"widths must be multiples of the head counts, got {arch}")

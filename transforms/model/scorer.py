@@ -10,9 +10,8 @@ import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
-import open_clip
 import torch
 
 from transforms.model import towers
@@ -24,6 +23,9 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _LOGGER = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # open_clip imports torchvision and more: loaded where a model is built
+    import open_clip
 
 
 class LongCLIPScorer:

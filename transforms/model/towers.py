@@ -12,12 +12,16 @@ embeddings and the final projections stay in fp32, so bf16/fp16 lose little accu
 
 from __future__ import annotations
 
-import open_clip
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 # The weights whose products dominate the cost; everything else stays fp32.
 _BLOCK_LINEARS = ("attn.out_proj", "mlp.c_fc", "mlp.c_proj")
+
+if TYPE_CHECKING:  # open_clip imports torchvision and more: loaded where a model is built
+    import open_clip
 
 
 def low_precision_weights(model: open_clip.CLIP, dtype: torch.dtype) -> None:
