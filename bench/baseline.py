@@ -1,4 +1,4 @@
-"""The row-at-a-time evaluator ScoreLongCLIP replaces (notes/longclip.md §5), for comparison.
+"""The row-at-a-time evaluator ScoreLongCLIP replaces (DataFlow's ImageLongCLIPEvaluator), for comparison.
 
 Per pair: open the image, `convert("RGB")`, LongCLIP's torchvision preprocessing in float, tokenize,
 pad the text to all 248 positions, `encode_image` and `encode_text` at batch size 1, cosine.
@@ -6,6 +6,7 @@ pad the text to all 248 positions, `encode_image` and `encode_text` at batch siz
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -17,10 +18,11 @@ from transforms.model.scorer import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, LongCLIPS
 
 
 class RowAtATimeEvaluator:
-    """Same weights and device as the `scorer` it wraps, none of its shortcuts."""
+    """Same weights, device and precision as the `scorer` it wraps, none of its shortcuts: open_clip's own
+    forward (in bf16/fp16 on a copy cast whole, as casting a model usually goes)."""
 
     def __init__(self, scorer: LongCLIPScorer):
-        self.model = scorer.model
+        self.model = scorer.model if scorer.dtype == torch.float32 else copy.deepcopy(scorer.model).to(scorer.dtype)
         self.device = scorer.device
         self.dtype = scorer.dtype
         self.context_length = scorer.context_length
