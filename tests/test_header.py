@@ -107,3 +107,23 @@ def test_hub_id_is_read_from_the_hub_cache_offline(tmp_path, longclip_checkpoint
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "InputSizes(image_resolution=32, context_length=248)"
+
+
+def test_hub_repo_whose_config_alone_is_cached(tmp_path):
+    """Reading a CLIPModel repo's sizes downloads only config.json; the next build must not mistake that partial
+    snapshot for the checkpoint."""
+    repo = tmp_path / "hf" / "hub" / "models--zer0int--LongCLIP-L-Diffusers"
+    snapshot = repo / "snapshots" / ("cd" * 20)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(
+        '{"model_type": "clip", "vision_config": {"image_size": 224}, "text_config": {"max_position_embeddings": 248}}'
+    )
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(snapshot.name)
+    code = "from transforms import read_input_sizes; print(read_input_sizes('zer0int/LongCLIP-L-Diffusers'))"
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "InputSizes(image_resolution=224, context_length=248)"

@@ -123,8 +123,13 @@ def _sizes_on_hub(repo_id: str) -> InputSizes:
         cached = Path(snapshot_download(repo_id, local_files_only=True))
     except Exception:
         cached = None
+    if cached is not None and (cached / HF_CONFIG).is_file():  # a CLIPModel repo seen before
+        return sizes_from_huggingface_config(json.loads((cached / HF_CONFIG).read_text(encoding="utf-8")))
     if cached is not None:  # downloaded before (or offline): read it here
-        return InputSizes.of(read_architecture(resolve_checkpoint(str(cached))))
+        try:
+            return InputSizes.of(read_architecture(resolve_checkpoint(str(cached))))
+        except CheckpointNotFoundError:
+            pass  # the cache holds other files of the repo, not its weights: ask the Hub
     try:
         names = [name for name in HfApi().list_repo_files(repo_id) if "/" not in name]
     except Exception as exc:
