@@ -46,6 +46,18 @@ assert apache_beam.__version__ == '2.77.0', apache_beam.__version__; \
 assert torch.__version__.split('+')[0] == '${TORCH_VERSION}', torch.__version__; \
 assert torch.version.cuda, 'torch is a CPU-only build'"
 
+# Optional: a checkpoint baked into the image, so that workers copy nothing when they start. MODEL is what
+# --model will be: a Hub id (the build needs internet access) or a gs:// URI (the build must be able to read
+# the bucket: dataflow/cloudbuild.yaml gives Cloud Build's docker build its credentials). Workers given the
+# same --model find this copy in $LONGCLIP_PRELOADED_DIR; any other --model is copied once per VM as usual.
+#   docker build --platform linux/amd64 --build-arg MODEL=BeichenZhang/LongCLIP-L-336px -t $IMAGE .
+ARG MODEL=
+ENV LONGCLIP_PRELOADED_DIR=/opt/longclip/preloaded
+RUN mkdir -p "$LONGCLIP_PRELOADED_DIR" \
+    && if [ -n "$MODEL" ]; then LONGCLIP_CACHE_DIR="$LONGCLIP_PRELOADED_DIR" python -c \
+        'import sys; from transforms import resolve_checkpoint; print("Baked", resolve_checkpoint(sys.argv[1]))' \
+        "$MODEL"; fi
+
 # For the Flex Template launcher: the file it runs. No FLEX_TEMPLATE_PYTHON_REQUIREMENTS_FILE or
 # FLEX_TEMPLATE_PYTHON_SETUP_FILE: everything is installed in this image, so nothing is staged for workers.
 ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/template/flex_template_main.py

@@ -3,7 +3,9 @@
 Prints pairs/s of ScoreLongCLIP in a FnApiRunner pipeline, its ratio to a bare model loop over
 pre-decoded tensors (same batch size) and to the row-at-a-time evaluator (same precision), and the
 score deviations of fp32, bf16 and fp16 from fp32 and from the original evaluator's GPU path on the
-same pairs. `--device cpu --smoke` checks it runs.
+same pairs. Then the Dataflow-like setup (`bench/processes.py`): the job with several SDK worker processes,
+a model per process against one shared model, pairs/s and GPU memory side by side.
+`--device cpu --smoke` checks it runs.
 
 The original evaluator on a GPU keeps LongCLIP's partial fp16 model: the weights its `convert_weights`
 rounds stay fp16 and compute in fp16, LayerNorms compute in fp32. open_clip's builder for OpenAI-format
@@ -22,6 +24,7 @@ import torch
 
 from bench import models, workload
 from bench.baseline import RowAtATimeEvaluator
+from bench.processes import run_processes
 from bench.runs import PreDecoded, bare_loop, run_pipeline, timed
 from transforms.model.architecture import build_model, merge_positional_tables
 from transforms.model.device import pick_device
@@ -71,6 +74,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--baseline-pairs", type=int, default=64)
     parser.add_argument("--deviation-pairs", type=int, default=512)
     parser.add_argument("--prepare-threads", type=int, default=os.cpu_count() or 4)
+    parser.add_argument("--processes", type=int, default=4, help="SDK worker processes of the Dataflow-like run")
+    parser.add_argument("--process-pairs", type=int, default=512, help="records of the Dataflow-like run")
     parser.add_argument("--smoke", action="store_true", help="tiny model and sizes: checks the script runs")
     return parser.parse_args()
 
@@ -79,6 +84,7 @@ def main() -> None:
     args = _args()
     if args.smoke:
         args.arch, args.batch_size, args.pairs, args.baseline_pairs, args.deviation_pairs = "tiny", 4, 16, 4, 16
+        args.processes, args.process_pairs = 2, 16
     device = pick_device(args.device)
     started = time.perf_counter()
     checkpoint = str(models.checkpoint(args.arch))
@@ -172,6 +178,33 @@ def main() -> None:
         f"  pipeline in fp32: {len(records) / fp32_steady:.1f} pairs/s; {args.precision} / fp32: "
         f"{fp32_steady / steady:.2f}x"
     )
+
+    del scorers, fast, evaluator
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    process_records = workload.records(images, texts[: args.process_pairs])
+    print(
+        f"Dataflow-like: python -m pipeline, {args.processes} SDK worker processes, {len(process_records)} pairs, "
+        f"batch {args.batch_size}, {args.precision} (wall time, start and model loads included):"
+    )
+    runs = {}
+    for shared in (False, True):
+        runs[shared] = run_processes(
+            process_records,
+            checkpoint,
+            processes=args.processes,
+            shared=shared,
+            device=str(device),
+            precision=args.precision,
+            batch_size=args.batch_size,
+        )
+        memory = f"{runs[shared].peak_gpu_bytes / 2**30:.2f} GiB" if runs[shared].peak_gpu_bytes is not None else "n/a"
+        label = "one shared model (--share_model_across_processes)" if shared else "a model per process"
+        print(
+            f"  {label}: {runs[shared].pairs_per_second:.1f} pairs/s, {runs[shared].model_loads} model load(s), "
+            f"peak GPU memory in use {memory}"
+        )
+    print(f"  shared / per process: {runs[True].pairs_per_second / runs[False].pairs_per_second:.2f}x pairs/s")
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

@@ -271,7 +271,9 @@ def flex_template_metadata() -> dict:
         "name": "LongCLIP image/caption scoring",
         "description": "Scores image / long-caption alignment with LongCLIP (`python -m pipeline`): JSONL files "
         "or Pub/Sub in; scored JSONL files and/or a BigQuery table out, with a dead letter. Run on GPU workers "
-        "with the worker_accelerator service option and the template's image as sdk_container_image.",
+        "with the template's image as sdk_container_image and the GPU as the parameter dataflow_service_options="
+        "worker_accelerator=type:...;count:1;install-nvidia-driver: the job then scores on CUDA with one shared "
+        "model per worker (README, Running on Dataflow with GPUs).",
         "streaming": True,
         "supportsAtLeastOnce": True,
         "supportsExactlyOnce": True,

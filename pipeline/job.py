@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline import bigquery, flags, records
+from pipeline import bigquery, flags, records, workers
 from pipeline.flags import UsageError
 from pipeline.options import ScoreLongCLIPOptions
 from pipeline.sinks import PublishJson, WriteJsonLines
@@ -67,6 +67,9 @@ def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
                 "batching timer only when the next Pub/Sub message arrives, so a record could wait indefinitely. "
                 "Leave it out: locally the messages of each pull are scored together, without waiting"
             )
+    if workers.is_dataflow(options):
+        for note in workers.apply_worker_defaults(options):
+            _LOGGER.info("Dataflow workers: %s", note)
     return options
 
 
@@ -169,8 +172,9 @@ def run(
 ) -> PipelineResult:
     """Runs the job and returns its result (counts are in its metrics, see `summarize`).
 
-    Before anything runs: flags are checked, BigQuery tables made or checked, and on a local runner the
-    model and device checked; any of these raises `UsageError`. With `wait` it returns when the job
+    Before anything runs: flags are checked, Dataflow worker settings filled in (`pipeline.workers`), BigQuery
+    tables made or checked, on a local runner the model and device checked, and the checkpoint's header read;
+    any of these raises `UsageError`. With `wait` it returns when the job
     ends: a batch job when all input is done, a streaming job when cancelled. Without, it returns the
     running job (e.g. to cancel a streaming job later).
     """
@@ -180,7 +184,10 @@ def run(
         check_model_here(options)
     options.view_as(SetupOptions).save_main_session = save_main_session
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    build(pipeline, options.view_as(ScoreLongCLIPOptions))
+    try:  # building reads the checkpoint's header (its input sizes), here, once: workers only load the model
+        build(pipeline, options.view_as(ScoreLongCLIPOptions))
+    except (CheckpointNotFoundError, CheckpointFormatError) as exc:
+        raise UsageError(f"--model: {exc}") from None
     result = pipeline.run()
     if wait:
         result.wait_until_finish()

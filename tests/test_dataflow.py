@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -27,9 +29,8 @@ DATAFLOW = [
     "--no_auth", "--dry_run=True",
     "--sdk_location", "container", "--sdk_container_image", IMAGE,
     "--dataflow_service_options", ACCELERATOR, "--machine_type", "g2-standard-8",
-    "--experiments", "no_use_multiple_sdk_containers",
-    "--model", "gs://bucket/longclip.pt",
 ]  # fmt: skip
+MODEL_PATH = "dataflow/models/longclip-tiny.pt"
 STREAMING = [
     "--streaming", "--input_subscription", "projects/test-project/subscriptions/s",
     "--output_table", "test-project:ds.t", "--output", "gs://bucket/out",
@@ -37,6 +38,13 @@ STREAMING = [
     "--share_model_across_processes", "--max_batch_duration_secs", "0.5",
     "--min_batch_size", "8", "--max_batch_size", "32", "--id_label", "id",
 ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model_uri(gcs_bucket, longclip_checkpoint) -> str:
+    """The job reads the checkpoint's header when it is built (never the whole file): it must exist."""
+    gcs_bucket.blob(MODEL_PATH).upload_from_filename(longclip_checkpoint)
+    return f"gs://{gcs_bucket.name}/{MODEL_PATH}"
 
 
 def _dry_run(argv: list[str]) -> apiclient.Job:
@@ -64,14 +72,16 @@ def _transforms(job: apiclient.Job) -> dict[str, beam_runner_api_pb2.PTransform]
     return {t.unique_name: t for t in job.proto_pipeline.components.transforms.values()}
 
 
-def _check_gpu_workers(job: apiclient.Job) -> dict:
+def _check_gpu_workers(job: apiclient.Job, model_uri: str) -> dict:
+    """The GPU recipe: one SDK process per vCPU sharing one model on the GPU, CUDA, one thread per process,
+    a boot disk that holds the image and the checkpoint."""
     environment = _environment(job)
     assert environment["serviceOptions"] == [ACCELERATOR]
-    assert "no_use_multiple_sdk_containers" in environment["experiments"]
-    assert "use_multiple_sdk_containers" not in environment["experiments"]
+    assert "use_multiple_sdk_containers" in environment["experiments"]
     assert "use_runner_v2" in environment["experiments"]  # custom containers need Runner v2
     (pool,) = environment["workerPools"]
     assert pool["machineType"] == "g2-standard-8"
+    assert pool["diskSizeGb"] == 50 and pool["numThreadsPerWorker"] == 1
     assert pool["workerHarnessContainerImage"] == IMAGE
     assert {image["containerImage"] for image in pool["sdkHarnessContainerImages"]} == {IMAGE}
 
@@ -87,14 +97,16 @@ def _check_gpu_workers(job: apiclient.Job) -> dict:
     assert staged == ["submission_environment_dependencies.txt"]
 
     options = environment["sdkPipelineOptions"]["options"]
-    assert options["model"] == "gs://bucket/longclip.pt" and options["sdk_container_image"] == IMAGE
+    assert options["model"] == model_uri and options["sdk_container_image"] == IMAGE
+    assert options["device"] == "cuda" and options["share_model_across_processes"]
+    assert options["max_concurrent_batches"] == 1  # forward passes on the shared model, one at a time
     return options
 
 
-def test_streaming_pubsub_to_bigquery_on_l4_gpus():
-    job = _dry_run(DATAFLOW + STREAMING)
+def test_streaming_pubsub_to_bigquery_on_l4_gpus(model_uri):
+    job = _dry_run(DATAFLOW + STREAMING + ["--model", model_uri])
     assert job.proto.type == JobType.JOB_TYPE_STREAMING
-    options = _check_gpu_workers(job)
+    options = _check_gpu_workers(job, model_uri)
     assert options["streaming"] and options["share_model_across_processes"]
     assert options["output_table"] == "test-project:ds.t" and "dead_letter_table" not in options
     assert options["max_batch_duration_secs"] == 0.5 and (options["min_batch_size"], options["max_batch_size"]) == (
@@ -127,13 +139,14 @@ def test_streaming_pubsub_to_bigquery_on_l4_gpus():
     assert "WriteDeadLetter" not in transforms  # the topic takes the dead letter
 
 
-def test_batch_files_to_files_on_l4_gpus(gcs_bucket):
+def test_batch_files_to_files_on_l4_gpus(gcs_bucket, model_uri):
     # Beam lists an input glob when the pipeline is built, so it must exist: on the local GCS emulator here.
     gcs_bucket.blob("in/captions.jsonl").upload_from_string('{"image_path": "a.png", "text": "a cat"}\n')
     pattern = f"gs://{gcs_bucket.name}/in/*.jsonl"
-    job = _dry_run(DATAFLOW + ["--input", pattern, "--output", "gs://bucket/out/part", "--max_batch_size", "64"])
+    argv = ["--input", pattern, "--output", "gs://bucket/out/part", "--max_batch_size", "64", "--model", model_uri]
+    job = _dry_run(DATAFLOW + argv)
     assert job.proto.type == JobType.JOB_TYPE_BATCH
-    options = _check_gpu_workers(job)
+    options = _check_gpu_workers(job, model_uri)
     assert options["input"] == pattern and not options.get("streaming")
     transforms = _transforms(job)
     assert not [t for t in transforms.values() if "pubsub" in t.spec.urn]
@@ -170,23 +183,27 @@ def test_flex_template_entry_point_takes_switches_as_the_launcher_passes_them():
         launcher_argv(["--share_model_across_processes=maybe"])
 
 
-def test_flex_template_entry_point_builds_the_dataflow_job():
+def test_flex_template_entry_point_builds_the_dataflow_job(model_uri):
     """Runs the file the Flex Template launcher runs, with parameters as `--name=value`, in dry-run mode."""
     argv = DATAFLOW + [
         "--input_subscription=projects/test-project/subscriptions/s",
         "--output_table=test-project:ds.t",
-        "--share_model_across_processes=true",
         "--max_batch_duration_secs=0.5",
         "--id_label=id",
+        f"--model={model_uri}",
     ]
     done = subprocess.run(
         [sys.executable, str(REPO_ROOT / "dataflow/flex_template_main.py"), *argv],
         cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},  # this checkout's package, as the image installs it
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    # GPU defaults applied by the job itself, so the template needs no parameter for them.
+    for note in ("--device cuda", "--share_model_across_processes", "--number_of_worker_harness_threads 1"):
+        assert f"Dataflow workers: {note}" in done.stderr, done.stderr[-3000:]
 
 
 def _job_flags() -> dict[str, argparse.Action]:
@@ -273,3 +290,68 @@ def test_dockerfile_installs_the_runtime_requirements_only():
     assert kept == set(_requirement_pins()) - {
         "apache-beam", "torch", "torchvision", "pytest", "transformers", "ruff", "gcp-storage-emulator",
     }  # fmt: skip
+
+
+def test_cloud_build_config_builds_with_enough_time_machine_and_credentials():
+    import yaml
+
+    config = yaml.safe_load((REPO_ROOT / "dataflow/cloudbuild.yaml").read_text())
+    (step,) = config["steps"]
+    assert step["args"][:2] == ["build", "--network=cloudbuild"]  # RUN steps may read gs:// with the build's account
+    assert "MODEL=${_MODEL}" in step["args"] and config["images"] == ["${_IMAGE}"]
+    assert int(config["timeout"].rstrip("s")) >= 1800 and config["options"]["machineType"].startswith("E2_HIGHCPU")
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG MODEL=$", dockerfile, re.MULTILINE)
+    assert re.search(r"^ENV LONGCLIP_PRELOADED_DIR=/opt/longclip/preloaded$", dockerfile, re.MULTILINE)
+
+
+def _readme_dataflow_blocks() -> list[str]:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Running on Dataflow with GPUs", 1)[1].split("\n## ", 1)[0]
+    return [block.replace("\\\n", " ") for block in re.findall(r"```(?:bash|sh)\n(.*?)```", section, re.DOTALL)]
+
+
+def _flex_run_argv(command: str) -> list[str]:
+    """`gcloud dataflow flex-template run` as the launcher hands it to the template's program."""
+    words = shlex.split(command)
+    assert words[:4] == ["gcloud", "dataflow", "flex-template", "run"], words[:4]
+    renamed = {"--region": "--region", "--temp-location": "--temp_location", "--worker-machine-type": "--machine_type"}
+    renamed["--max-workers"] = "--max_num_workers"
+    argv = ["--runner=DataflowRunner", "--project=my-project"]
+    for flag, value in zip(words[5::2], words[6::2], strict=True):
+        if flag == "--parameters":
+            # gcloud splits KEY=VALUE pairs on commas; a value may itself hold '=' (the service option)
+            argv += [f"--{pair}" for pair in value.split(",")]
+        elif flag in renamed:
+            argv.append(f"{renamed[flag]}={value}")
+    return argv
+
+
+def test_readme_dataflow_commands_build_the_job_they_describe(gcs_bucket, longclip_checkpoint):
+    """The README's commands, as written, with `--dry_run=True`: GPU workers with CUDA, one shared model, a thread
+    per SDK process, a 50 GB disk. Its bucket lives on the GCS emulator: the job reads the model's header and
+    lists the input glob when it is built."""
+    bucket = gcs_bucket.client.bucket("my-bucket")
+    if not bucket.exists():
+        bucket = gcs_bucket.client.create_bucket("my-bucket")
+    bucket.blob("models/longclip-L@336px.pt").upload_from_filename(longclip_checkpoint)
+    for name in ("captions/part-0.jsonl", "captions/smoke.jsonl"):
+        bucket.blob(name).upload_from_string('{"image_path": "gs://my-bucket/images/a.png", "text": "a cat"}\n')
+    blocks = _readme_dataflow_blocks()
+    jobs = [shlex.split(block)[3:] for block in blocks if block.startswith("python -m pipeline")]
+    (batch, streaming) = jobs
+    smoke = batch + ["--input", "gs://my-bucket/captions/smoke.jsonl", "--num_workers", "1", "--max_num_workers", "1"]
+    (flex,) = [_flex_run_argv(block.split("\n\n")[-1].strip()) for block in blocks if "flex-template run" in block]
+    flex = _load_flex_main().launcher_argv([arg.replace("$IMAGE", IMAGE) for arg in flex])
+    for argv, kind in ((batch, "batch"), (smoke, "batch"), (streaming, "streaming"), (flex, "streaming")):
+        job = _dry_run(argv + ["--dry_run=True", "--no_auth"])
+        environment = _environment(job)
+        assert job.proto.type == (JobType.JOB_TYPE_STREAMING if kind == "streaming" else JobType.JOB_TYPE_BATCH)
+        assert [o for o in environment["serviceOptions"] if "install-nvidia-driver" in o and "count:1" in o]
+        (pool,) = environment["workerPools"]
+        assert pool["machineType"] == "g2-standard-8" and pool["diskSizeGb"] == 50 and pool["numThreadsPerWorker"] == 1
+        options = environment["sdkPipelineOptions"]["options"]
+        assert options["device"] == "cuda" and options["share_model_across_processes"]
+        assert options["model"] == "gs://my-bucket/models/longclip-L@336px.pt"
+        assert options["max_num_workers"] >= 1
+    assert _environment(_dry_run(smoke + ["--dry_run=True", "--no_auth"]))["workerPools"][0]["numWorkers"] == 1

@@ -40,6 +40,7 @@ def test_readme_table_and_flex_template_are_generated_from_the_declarations():
     parameters = {p["name"]: p for p in json.loads(text)["parameters"]}
     assert set(parameters) == {field.name for _, field, _, _ in flags.declared_fields()}
     assert [option["value"] for option in parameters["precision"]["enumOptions"]] == ["fp32", "bf16", "fp16", "auto"]
+    assert {"device", "precision", "max_concurrent_batches", "image_resolution", "context_length"} <= set(parameters)
     assert parameters["share_model_across_processes"]["defaultValue"] == "false"
 
 
@@ -55,6 +56,8 @@ def test_settings_built_from_flags_equal_the_library_defaults():
     "make, message",
     [
         (lambda: ModelSettings(precision="int8"), "precision: must be one of fp32, bf16, fp16, auto, got 'int8'"),
+        (lambda: ModelSettings(image_resolution=336), "context_length: give image_resolution and context_length"),
+        (lambda: ModelSettings(max_concurrent_batches=0), "max_concurrent_batches: must be at least 1, got 0"),
         (lambda: ModelSettings(model=" "), "model: is empty"),
         (lambda: ModelSettings(model_copies=0), "model_copies: must be at least 1"),
         (lambda: BatchSettings(max_batch_duration_secs=0), "max_batch_duration_secs: must be more than 0"),

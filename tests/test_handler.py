@@ -1,10 +1,20 @@
-"""LongCLIPModelHandler: each distinct image stacked once, every pair scored like the original code."""
+"""LongCLIPModelHandler: each distinct image stacked once, every pair scored like the original code; the input
+sizes come from the header or the settings, and a checkpoint that does not fit them is refused."""
 
 import shutil
 
+import pytest
+
 from tests.support.captions import CAPTIONS
 from tests.support.reference_longclip import reference_score
-from transforms import LongCLIPModelHandler, ModelSettings, PairPreparer, PreparedPair
+from transforms import (
+    CheckpointFormatError,
+    InputSizes,
+    LongCLIPModelHandler,
+    ModelSettings,
+    PairPreparer,
+    PreparedPair,
+)
 from transforms.beam.handler import _unique_images
 
 
@@ -27,3 +37,19 @@ def test_handler_stacks_each_distinct_image_once_and_scores_every_pair(
     results = handler.run_inference(batch, handler.load_model())
     for path, text, result in zip(paths, texts, results, strict=True):
         assert abs(result.inference - reference_score(longclip_state_dict, path, text)) < 1e-6
+
+
+def test_input_sizes_given_are_used_without_opening_the_checkpoint():
+    settings = ModelSettings(model="gs://nowhere-bucket/not/there.pt", image_resolution=336, context_length=248)
+    assert LongCLIPModelHandler(settings).input_sizes() == InputSizes(336, 248)
+
+
+def test_a_checkpoint_that_does_not_fit_the_prepared_records_is_refused_on_load(longclip_checkpoint):
+    handler = LongCLIPModelHandler(
+        ModelSettings(model=str(longclip_checkpoint), image_resolution=224, context_length=248)
+    )
+    with pytest.raises(CheckpointFormatError, match="takes 32-pixel images and 248-token captions, but the pipeline"):
+        handler.load_model()
+    read = LongCLIPModelHandler(ModelSettings(model=str(longclip_checkpoint), device="cpu"))
+    assert read.input_sizes() == InputSizes(32, 248)
+    assert read.load_model().image_resolution == 32

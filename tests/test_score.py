@@ -2,6 +2,9 @@
 
 import json
 import math
+import shutil
+import sys
+import traceback
 
 import apache_beam as beam
 import pytest
@@ -306,3 +309,40 @@ def test_settings_are_checked_when_the_transform_is_made(longclip_checkpoint):
         ScoreLongCLIP(ModelSettings(model=str(longclip_checkpoint), device="gpu"))
     with pytest.raises(InvalidSetting, match=r"max_batch_size: must be at least min_batch_size \(8\)"):
         ScoreLongCLIP(str(longclip_checkpoint), batching=BatchSettings(min_batch_size=8, max_batch_size=4))
+
+
+_WATCHED_PATHS: set = set()
+_OPENS_OF_WATCHED: list = []
+
+
+def _record_opens(event, args):
+    """An audit hook (Python's own record of every `open`): which call stacks open a watched file."""
+    if event == "open" and _WATCHED_PATHS and args and str(args[0]) in _WATCHED_PATHS:
+        _OPENS_OF_WATCHED.append([frame.name for frame in traceback.extract_stack()])
+
+
+def test_workers_open_the_checkpoint_only_to_load_the_model(tmp_path, longclip_checkpoint, good_images):
+    """Building the pipeline reads the checkpoint's header here; running it (all DoFns run in this process on
+    the FnApiRunner) opens the file in the model handler's `load_model` and nowhere else."""
+    checkpoint = tmp_path / "watched.pt"
+    shutil.copy(longclip_checkpoint, checkpoint)
+    records = [{"image_path": str(good_images[name]), "text": "a house"} for name in ("rgb.png", "grey.png")]
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    scored = pipeline | beam.Create(records) | ScoreLongCLIP(str(checkpoint))
+    scored | beam.Map(json.dumps) | beam.io.WriteToText(str(tmp_path / "out"), shard_name_template="")
+    if _record_opens not in _AUDIT_HOOKS:  # audit hooks stay for the process's life: add it once
+        sys.addaudithook(_record_opens)
+        _AUDIT_HOOKS.append(_record_opens)
+    _WATCHED_PATHS.add(str(checkpoint))
+    try:
+        pipeline.run().wait_until_finish()
+    finally:
+        _WATCHED_PATHS.clear()
+    opens, _OPENS_OF_WATCHED[:] = list(_OPENS_OF_WATCHED), []
+    assert len((tmp_path / "out").read_text().splitlines()) == 2
+    assert opens, "the model must have been loaded from the file"
+    for stack in opens:
+        assert "load_model" in stack, stack
+
+
+_AUDIT_HOOKS: list = []

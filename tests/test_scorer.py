@@ -130,3 +130,42 @@ def test_texts_run_in_few_groups_of_similar_length():
     assert _length_groups([5, 5, 5], 4) == [3]
     assert _length_groups([1, 100], 1) == [2]
     assert _length_groups([], 4) == []
+
+
+@pytest.mark.parametrize("bound", [1, 2])
+def test_forward_passes_are_bounded_across_threads(longclip_checkpoint, pixels, bound):
+    """Threads of a worker, or SDK processes calling a shared model, wait for a slot: at most `bound` batches run
+    through the model at once. Observed with torch's own forward hooks, which also make each pass slow."""
+    import threading
+    import time
+
+    scorer = LongCLIPScorer.from_checkpoint(longclip_checkpoint, "cpu", max_concurrent_batches=bound)
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def enter(module, args):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)
+
+    def leave(module, args, output):
+        with lock:
+            running[0] -= 1
+
+    scorer.model.visual.ln_pre.register_forward_pre_hook(enter)  # the first module of each image pass
+    scorer.model.visual.ln_pre.register_forward_hook(leave)
+    names, images = pixels
+    ids = LongCLIPTokenizer(scorer.context_length)(CAPTIONS["short"]).ids
+    results = [None] * 4
+
+    def score(slot):
+        results[slot] = scorer.score(images, [ids] * len(names))
+
+    threads = [threading.Thread(target=score, args=(slot,)) for slot in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == bound
+    assert all(result == results[0] for result in results)

@@ -10,8 +10,9 @@ load on first use, so that the settings, reason codes and output field names can
   `DEFAULT_MODEL`, `PRECISIONS`: every setting, declared once; `setting`, `check_fields`, `value_type`:
   how to declare more (the job declares its own flags with them).
 - `OutputFields`, `REASON_CODES`, `InputError`: the output contract.
-- `resolve_checkpoint`, `read_architecture`, `LongCLIPArchitecture`, `check_device`, `pick_device`,
-  `CheckpointNotFoundError`, `CheckpointFormatError`: finding and checking a model.
+- `resolve_checkpoint`, `read_architecture`, `LongCLIPArchitecture`, `read_input_sizes`, `InputSizes`,
+  `check_device`, `pick_device`, `resolve_precision`, `CheckpointNotFoundError`, `CheckpointFormatError`:
+  finding and checking a model (`read_input_sizes` reads a checkpoint's header only, also remote ones).
 - `LongCLIPScorer`, `LongCLIPTokenizer`, `TokenizedText`, `PairPreparer`, `PreparedPair`: the layers
   underneath, usable without Beam.
 """
@@ -43,9 +44,12 @@ _EXPORTS = {
     "CheckpointNotFoundError": "transforms.model.locate",
     "read_architecture": "transforms.model.architecture",
     "LongCLIPArchitecture": "transforms.model.architecture",
+    "read_input_sizes": "transforms.model.header",
+    "InputSizes": "transforms.model.header",
     "CheckpointFormatError": "transforms.model.formats",
     "check_device": "transforms.model.device",
     "pick_device": "transforms.model.device",
+    "resolve_precision": "transforms.model.device",
     "LongCLIPScorer": "transforms.model.scorer",
     "LongCLIPTokenizer": "transforms.inputs.tokenizer",
     "TokenizedText": "transforms.inputs.tokenizer",

@@ -125,11 +125,34 @@ class ModelSettings:
         label="Model copies per worker",
         minimum=1,
     )
+    max_concurrent_batches: int = setting(
+        1,
+        "batches one model scores at once; other callers (threads, or processes sharing the model) wait, so GPU "
+        "memory holds one batch's activations",
+        label="Batches scored at once",
+        minimum=1,
+    )
+    image_resolution: Optional[int] = setting(
+        None,
+        "the checkpoint's image size in pixels, e.g. 336 (default: read from the checkpoint's header when the "
+        "pipeline is built; give it with context_length where the launching machine cannot read the checkpoint)",
+        label="Image resolution",
+        minimum=1,
+    )
+    context_length: Optional[int] = setting(
+        None,
+        "the checkpoint's text context in tokens, e.g. 248 (default: read with image_resolution)",
+        label="Context length",
+        minimum=1,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
         if not self.model.strip():
             raise InvalidSetting("model", "is empty: pass a Hub id, a checkpoint file, a folder or a gs:// URI")
+        if (self.image_resolution is None) != (self.context_length is None):
+            missing = "context_length" if self.context_length is None else "image_resolution"
+            raise InvalidSetting(missing, "give image_resolution and context_length together, or neither")
 
 
 @dataclasses.dataclass(frozen=True)

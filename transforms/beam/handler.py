@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
@@ -10,9 +12,13 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms.inputs.prepare import PreparedPair
 from transforms.model.device import check_device
-from transforms.model.locate import resolve_checkpoint
+from transforms.model.formats import CheckpointFormatError
+from transforms.model.header import InputSizes, read_input_sizes
+from transforms.model.locate import BEAM_WORKER_DIR_ENV, resolve_checkpoint
 from transforms.model.scorer import LongCLIPScorer
 from transforms.settings import DEFAULT_MODEL, BatchSettings, ModelSettings
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIPScorer]):
@@ -26,6 +32,9 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
     Each `PredictionResult` carries the pair, its score and the checkpoint as `model_id`. Beam's model
     refresh (`RunInference(model_metadata_pcoll=...)`) swaps the checkpoint through `update_model_path`;
     the new one must take the same image resolution and context length.
+
+    Only `load_model` opens the checkpoint on workers: the input sizes that preparing records needs are read
+    once, from the checkpoint's header, when the pipeline is built (`input_sizes`), or given in the settings.
     """
 
     def __init__(
@@ -44,15 +53,44 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         )
         self.settings = settings
         self.batching = batching
+        self._input_sizes: Optional[InputSizes] = None
+        if settings.image_resolution is not None and settings.context_length is not None:
+            self._input_sizes = InputSizes(settings.image_resolution, settings.context_length)
+
+    def input_sizes(self) -> InputSizes:
+        """The image resolution and context length records are prepared for: as the settings give them, else
+        read from the checkpoint's header (not its weights) on first call, on the machine building the pipeline."""
+        if self._input_sizes is None:
+            self._input_sizes = read_input_sizes(self.settings.model)
+        return self._input_sizes
 
     def load_model(self) -> LongCLIPScorer:
         settings = self.settings
-        return LongCLIPScorer.from_checkpoint(
+        scorer = LongCLIPScorer.from_checkpoint(
             resolve_checkpoint(settings.model),
             settings.device,
             settings.precision,
             stored_weights=settings.stored_weights,
+            max_concurrent_batches=settings.max_concurrent_batches,
         )
+        sizes = self._input_sizes
+        if sizes is not None and sizes != InputSizes(scorer.image_resolution, scorer.context_length):
+            raise CheckpointFormatError(
+                f"checkpoint {settings.model} takes {scorer.image_resolution}-pixel images and "
+                f"{scorer.context_length}-token captions, but the pipeline prepares records for "
+                f"{sizes.image_resolution} and {sizes.context_length}: pass the matching image_resolution and "
+                "context_length (or leave both out), and refresh only to checkpoints of the same sizes"
+            )
+        if (
+            os.environ.get(BEAM_WORKER_DIR_ENV)
+            and scorer.device.type == "cuda"
+            and not self.share_model_across_processes()
+        ):
+            _LOGGER.warning(
+                "Each SDK process of this worker loads its own LongCLIP on the GPU; with one process per vCPU that "
+                "is several copies. Pass share_model_across_processes (--share_model_across_processes) for one."
+            )
+        return scorer
 
     def update_model_path(self, model_path: Optional[str] = None) -> None:
         if model_path:

@@ -15,8 +15,7 @@ from transforms import reasons
 from transforms.beam.handler import LongCLIPModelHandler
 from transforms.beam.prefetch import OrderedPrefetcher
 from transforms.inputs.prepare import PairPreparer, PreparedPair
-from transforms.model.architecture import read_architecture
-from transforms.model.locate import resolve_checkpoint
+from transforms.model.header import InputSizes
 from transforms.outputs import OutputFields
 from transforms.reasons import InputError
 from transforms.settings import DEFAULT_MODEL, BatchSettings, ImageSettings, ModelSettings, RecordFields
@@ -93,7 +92,9 @@ class ScoreLongCLIP(beam.PTransform):
         namespace = self.metrics_namespace
         outputs = OutputFields(self.fields.output_key)
         batching = self.handler.batching
-        prepare = _PrepareDoFn(self.handler.settings.model, self.fields, self.images, batching.max_batch_size)
+        # Read here, once, so that workers open the checkpoint only to load the model.
+        sizes = self.handler.input_sizes()
+        prepare = _PrepareDoFn(sizes, self.fields, self.images, batching.max_batch_size)
         prepared = records | "Prepare" >> beam.ParDo(prepare).with_outputs(_FAILED, main="ready")
         results = prepared.ready | "RunInference" >> RunInference(
             self.handler,
@@ -134,8 +135,8 @@ class _PrepareDoFn(beam.DoFn):
     emitted by `finish_bundle`, so every record comes out exactly once.
     """
 
-    def __init__(self, model: str, fields: RecordFields, images: ImageSettings, max_batch_size: int):
-        self._model = model
+    def __init__(self, sizes: InputSizes, fields: RecordFields, images: ImageSettings, max_batch_size: int):
+        self._sizes = sizes
         self._fields = fields
         self._images = images
         # Enough in flight that the next batch is being decoded while the current one is scored.
@@ -144,10 +145,9 @@ class _PrepareDoFn(beam.DoFn):
         self._prefetcher: Optional[OrderedPrefetcher] = None
 
     def setup(self) -> None:
-        architecture = read_architecture(resolve_checkpoint(self._model))
         self._preparer = PairPreparer(
-            image_resolution=architecture.image_resolution,
-            context_length=architecture.context_length,
+            image_resolution=self._sizes.image_resolution,
+            context_length=self._sizes.context_length,
             fields=self._fields,
             images=self._images,
         )

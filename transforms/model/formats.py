@@ -72,8 +72,10 @@ def read_checkpoint(path: Union[str, Path], *, shapes_only: bool = False) -> Che
                     "pass the folder save_pretrained wrote (config.json + model.safetensors)"
                 )
             return _read_huggingface_folder(path.parent, shapes_only, weights=path)
-        return Checkpoint(_unwrap(tensors, path), str(path), rounded_by_original_loader=True)
-    return Checkpoint(_unwrap(_torch_load(path, shapes_only), path), str(path), rounded_by_original_loader=True)
+        return Checkpoint(unwrap_state_dict(tensors, path), str(path), rounded_by_original_loader=True)
+    return Checkpoint(
+        unwrap_state_dict(_torch_load(path, shapes_only), path), str(path), rounded_by_original_loader=True
+    )
 
 
 def _torch_load(path: Path, shapes_only: bool) -> object:
@@ -105,7 +107,7 @@ def _read_safetensors(path: Path, shapes_only: bool) -> dict[str, torch.Tensor]:
         raise CheckpointFormatError(f"cannot read {path} as safetensors ({exc}). Accepted: {ACCEPTED_FORMATS}") from exc
 
 
-def _unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
+def unwrap_state_dict(loaded: object, path: Union[str, Path]) -> dict[str, torch.Tensor]:
     """The state dict inside common containers (`{"state_dict": ...}`, DDP's `module.` prefix)."""
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
@@ -135,7 +137,7 @@ def _read_huggingface_folder(folder: Path, shapes_only: bool, weights: Optional[
         if file.suffix == SAFETENSORS_SUFFIX:
             tensors.update(_read_safetensors(file, shapes_only))
         else:
-            tensors.update(_unwrap(_torch_load(file, shapes_only), file))
+            tensors.update(unwrap_state_dict(_torch_load(file, shapes_only), file))
     text_config = config.get("text_config") or config.get("text_config_dict") or {}
     vision_config = config.get("vision_config") or config.get("vision_config_dict") or {}
     # transformers' own defaults for CLIPTextConfig / CLIPVisionConfig, where a config leaves them out.

@@ -16,7 +16,7 @@ import torch
 
 from transforms.model import towers
 from transforms.model.architecture import build_model
-from transforms.model.device import parse_precision, pick_device, resolve_precision
+from transforms.model.device import describe_gpu, parse_precision, pick_device, resolve_precision
 from transforms.model.formats import read_checkpoint
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -39,9 +39,14 @@ class LongCLIPScorer:
     are encoded once, and an image shared by several pairs is encoded once, also across recent
     batches when the caller names it by a key. `precision` bf16/fp16 computes the block matrices in
     that precision (LayerNorms, residuals and projections stay fp32); scores then deviate slightly.
+    At most `max_concurrent_batches` calls of `score` run their forward passes at once; the others wait.
+    Worker threads, and with a shared model every SDK process of the machine, call one scorer, so this
+    bounds the GPU memory that batches in flight take.
     """
 
-    def __init__(self, model: open_clip.CLIP, device: torch.device, precision: str = "fp32"):
+    def __init__(
+        self, model: open_clip.CLIP, device: torch.device, precision: str = "fp32", *, max_concurrent_batches: int = 1
+    ):
         if model.text_pool_type != "argmax" or not model.transformer.batch_first:
             raise ValueError("expected open_clip's batch-first text tower with EOT (argmax) pooling, as built here")
         self.dtype = parse_precision(precision)
@@ -57,6 +62,8 @@ class LongCLIPScorer:
         self._recent_size = 1024  # image features of E floats each: a few MB
         self._recent_images: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
+        self.max_concurrent_batches = max_concurrent_batches
+        self._forward_slots = threading.BoundedSemaphore(max_concurrent_batches)
 
     @classmethod
     def from_checkpoint(
@@ -66,13 +73,24 @@ class LongCLIPScorer:
         precision: str = "fp32",
         *,
         stored_weights: bool = False,
+        max_concurrent_batches: int = 1,
     ) -> "LongCLIPScorer":
-        """Loads any accepted checkpoint format (see `formats`) onto `device`; `precision` may be "auto"."""
+        """Loads any accepted checkpoint format (see `formats`) onto `device`; `precision` may be
+        `auto` (see `resolve_precision`). The log line names the GPU, torch's CUDA and the NVIDIA driver."""
         chosen = pick_device(device)
         precision, why = resolve_precision(precision, chosen)
         model = build_model(read_checkpoint(path), stored_weights=stored_weights)
-        _LOGGER.info("Loaded LongCLIP checkpoint %s on %s in %s (%s)", path, chosen, precision, why)
-        return cls(model, chosen, precision)
+        hardware = describe_gpu(chosen) if chosen.type == "cuda" else "CPU"
+        _LOGGER.info(
+            "Loaded LongCLIP checkpoint %s on %s: %s; %s (%s); at most %d batch(es) scored at once",
+            path,
+            chosen,
+            hardware,
+            precision,
+            why,
+            max_concurrent_batches,
+        )
+        return cls(model, chosen, precision, max_concurrent_batches=max_concurrent_batches)
 
     def score(
         self,
@@ -90,7 +108,7 @@ class LongCLIPScorer:
         """
         if image_index is None:
             image_index = range(len(token_ids))
-        with torch.inference_mode():
+        with self._forward_slots, torch.inference_mode():
             image_features = self._image_features(images, image_keys)
             unique_texts, text_index = _unique(token_ids)
             text_features = _unit(self.encode_texts(unique_texts))
