@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from pipeline.report.statistics import LENGTH_BIN_TOKENS, LENGTH_BINS, LENGTH_SCORE_BINS, SCORE_BINS
@@ -115,7 +116,7 @@ def length_chart(data: dict) -> bytes:
     x_edges = np.arange(last_length + 1) * LENGTH_BIN_TOKENS
     y_edges = np.arange(low, high + 1) / LENGTH_SCORE_BINS
     shade = np.ma.masked_equal(by_length[:last_length, low:high].T, 0)
-    mesh = axes.pcolormesh(x_edges, y_edges, shade, cmap="Blues", vmin=0)
+    mesh = axes.pcolormesh(x_edges, y_edges, shade, cmap="Blues", norm=LogNorm(vmin=1))
     figure.colorbar(mesh, ax=axes, label="rows", pad=0.01)
     centres = (used + 0.5) * LENGTH_BIN_TOKENS
     means = np.asarray(data["length_score_sum"])[used] / rows_per_length[used]

@@ -17,12 +17,12 @@ FAILURE_REASONS = ("image_not_found", "image_undecodable", "text_empty")
 
 def make_scored_rows(count: int, images: Optional[list[str]] = None, seed: int = 0) -> list[dict]:
     """`count` rows: about 5% failed (score 0.0 with a reason), the rest scored in a skewed spread around
-    0.6, captions from 3 to about 400 words (the longer ones marked truncated)."""
+    0.6, captions from 3 to 160 words (about 6 to 450 tokens; those over LongCLIP's 248 marked truncated)."""
     rng = np.random.default_rng(seed)
     images = images or ["img/a.jpg"]
     rows = []
     for i in range(count):
-        words = int(rng.integers(3, 400))
+        words = int(rng.integers(3, 160))
         text = " ".join(f"w{j % 50}" for j in range(words))
         row = {"id": i, "image_path": images[i % len(images)], "text": text}
         if rng.random() < 0.05:
@@ -31,7 +31,7 @@ def make_scored_rows(count: int, images: Optional[list[str]] = None, seed: int =
         else:
             score = float(np.clip(0.6 + 0.05 * rng.standard_normal() - 0.03 * rng.exponential(), 0, 1))
             row.update(longclip_score=score, longclip_score_reason=None, longclip_score_error=None)
-        row["longclip_score_truncated"] = words > 240
+        row["longclip_score_truncated"] = words >= 89  # from 89 such words, over 248 tokens with start and end
         rows.append(row)
     return rows
 
