@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from pipeline.flags import UsageError
-from pipeline.report.job import run
+from pipeline.report.job import parse, run
 from tests.support.paths import REPO_ROOT
 from tests.support.scored import make_scored_rows, scores_of, write_jsonl
 
@@ -25,20 +25,30 @@ def _cli(*args) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--output", "out"], "--input: is required"),
-        (["--input", "x"], "--output: is required"),
+        (["--output", "out"], "--input: is required"),  # found before Beam is imported
         (["--input", "/no/such/dir/*.jsonl", "--output", "out"], "--input: no file matches /no/such/dir/*.jsonl"),
-        (["--input", "x", "--output", "y", "--rows_shown", "0"], "--rows_shown: must be at least 1, got 0"),
-        (["--input", "x", "--output", "y", "--bogus", "1"], "unknown flag(s) --bogus"),
     ],
 )
-def test_bad_flags_exit_2_with_a_one_line_error(args, message, tmp_path):
-    if "x" in args:  # an input that exists, so that the flag under test is what fails
-        args = [str(write_jsonl(tmp_path / "x.jsonl", make_scored_rows(3))) if a == "x" else a for a in args]
+def test_bad_flags_exit_2_with_a_one_line_error(args, message):
     done = _cli(*args)
     assert done.returncode == 2, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]  # after argparse's usage, the error on one line
     assert last.startswith("python -m pipeline.report: error: ") and message in last, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input", "x"], "--output: is required"),
+        (["--input", "x", "--output", "y", "--rows_shown", "0"], "--rows_shown: must be at least 1, got 0"),
+        (["--input", "x", "--output", "y", "--bogus", "1"], r"unknown flag\(s\) --bogus"),
+        (["--input", "x", "--output", "y", "--max_image_bytes", "0"], "--max_image_bytes: must be at least 1"),
+    ],
+)
+def test_bad_flags_are_usage_errors(args, message, tmp_path):
+    existing = str(write_jsonl(tmp_path / "x.jsonl", make_scored_rows(3)))  # so that the flag under test fails
+    with pytest.raises(UsageError, match=message):
+        parse([existing if arg == "x" else arg for arg in args])
 
 
 def test_help_imports_neither_beam_nor_matplotlib():
