@@ -28,9 +28,9 @@ RUN pip install --no-cache-dir --index-url "https://download.pytorch.org/whl/${T
 
 WORKDIR /template
 # The runtime pins of requirements.txt, less apache-beam (the base image's), torch/torchvision (above)
-# and the dev-only tools (tests, lint, the GCS emulator).
+# and the dev-only tools (tests, lint, the GCS emulator, the browser test's websocket client).
 COPY requirements.txt ./
-RUN grep -v -E '^[[:space:]]*(apache-beam|torch|torchvision|pytest|transformers|ruff|gcp-storage-emulator)([[:space:]=<>!~\[;]|$)' \
+RUN grep -v -E '^[[:space:]]*(apache-beam|torch|torchvision|pytest|transformers|ruff|gcp-storage-emulator|websockets)([[:space:]=<>!~\[;]|$)' \
         requirements.txt > /tmp/requirements-worker.txt \
     && pip install --no-cache-dir -r /tmp/requirements-worker.txt \
     && rm /tmp/requirements-worker.txt

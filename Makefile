@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 # The BigQuery API emulator the tests start; its pins clash with Beam's, so it has a venv of its own.
 BQ_VENV ?= .venv-bqemulator
 
-.PHONY: venv bqemulator demo lint test bench bench-streaming generated clean
+.PHONY: venv bqemulator browser demo lint test bench bench-streaming generated clean
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ $(BQ_VENV)/.installed: tests/bqemulator-requirements.txt
 	$(BQ_VENV)/bin/python -m pip install --quiet -r tests/bqemulator-requirements.txt
 	touch $@
 
+# Headless Chromium (Debian's package), which the report's test opens report.html in. Needs root, as CI has.
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 demo: venv
 	$(PY) -m pipeline --input examples/captions.jsonl --image_root examples --output $(DEMO_OUT)/scored --model "$(MODEL)"
 	@echo "Scored records: $(DEMO_OUT)/scored-*.jsonl; malformed lines: $(DEMO_OUT)/scored.dead_letter-*.jsonl"
@@ -36,7 +40,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint bqemulator
+test: lint bqemulator browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Side-by-side timings on this machine (LongCLIP-B/16 shapes, CPU, a few minutes); GPU: bench/gpu.sh.

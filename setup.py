@@ -22,6 +22,7 @@ setup(
         "huggingface_hub>=0.24",
         "safetensors>=0.4",
         "scipy",
+        "matplotlib>=3.8",
     ],
     entry_points={"console_scripts": ["score-longclip=pipeline.__main__:main"]},
 )

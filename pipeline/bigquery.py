@@ -42,6 +42,12 @@ SCORED_SCHEMA: dict = {
     ]
 }
 
+# Rejected rows (`--rejected_table`): the scored columns and the cutoff that rejected them.
+REJECTED_SCHEMA: dict = {
+    "fields": SCORED_SCHEMA["fields"]
+    + [{"name": "cutoff", "type": "FLOAT", "mode": "NULLABLE", "description": "the filter's cutoff score"}]
+}
+
 # Columns a table made by an earlier version of this job may lack: rows are written without them.
 ADDED_LATER = frozenset({"reason"})
 
@@ -73,6 +79,11 @@ def scored_row(record: Mapping[str, Any], *, fields: RecordFields, model: str) -
         "scored_at": _now(),
         "record": records.to_json(record),
     }
+
+
+def rejected_row(record: Mapping[str, Any], *, fields: RecordFields, model: str) -> dict:
+    """One rejected record as a row of `REJECTED_SCHEMA`."""
+    return {**scored_row(record, fields=fields, model=model), "cutoff": record[OutputFields(fields.output_key).cutoff]}
 
 
 def dead_letter_row(entry: Mapping[str, Any]) -> dict:

@@ -141,15 +141,61 @@ class OutputOptions:
         check_fields(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class FilterOptions:
+    """Which scored rows to keep: the rest, failed rows included, go to a rejected output with the cutoff used."""
+
+    keep_min_score: Optional[float] = setting(
+        None,
+        "keep rows scored at least this; the rest, failed rows included, go to the rejected output",
+        label="Keep rows scoring at least",
+        minimum=0,
+        maximum=1,
+    )
+    keep_top_fraction: Optional[float] = setting(
+        None,
+        "batch: keep this fraction of the scored rows, those with the highest scores (an exact cutoff over "
+        "all of them; rows tied at the cutoff are all kept); the rest go to the rejected output",
+        label="Keep the top fraction",
+        above=0,
+        maximum=1,
+    )
+    rejected_output: Optional[str] = setting(
+        None,
+        "path prefix of the JSONL files of rejected rows, each with <output_key>_cutoff (default, with a "
+        "filter: <output>.rejected)",
+        label="Rejected files prefix",
+        param_type="GCS_WRITE_FILE",
+        regex=GCS_PATH,
+    )
+    rejected_table: Optional[str] = setting(
+        None,
+        "BigQuery table for rejected rows, with a cutoff column (default, with a filter: <output_table>_rejected)",
+        label="Rejected BigQuery table",
+        param_type="BIGQUERY_TABLE",
+        regex=TABLE,
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+def filtering(options: Any) -> bool:
+    """Whether the parsed flags (argparse or Beam options) ask for a filter."""
+    return options.keep_min_score is not None or options.keep_top_fraction is not None
+
+
 class Group(NamedTuple):
     title: str  # the --help section
     template_group: str  # the Flex Template's groupName
     declaration: type
+    only: tuple[str, ...] = ()  # when set, just these fields (for another command sharing the declarations)
 
 
 GROUPS = (
     Group("input (exactly one)", "Input", InputOptions),
     Group("output (at least one)", "Output", OutputOptions),
+    Group("filter (optional)", "Filter", FilterOptions),
     Group("model", "Model", ModelSettings),
     Group("batching", "Batching", BatchSettings),
     Group("records", "Records", RecordFields),
@@ -158,12 +204,14 @@ GROUPS = (
 assert {group.declaration for group in GROUPS} >= set(SETTINGS_CLASSES)
 
 
-def declared_fields() -> list[tuple[Group, dataclasses.Field, type, bool]]:
+def declared_fields(groups: typing.Sequence[Group] = GROUPS) -> list[tuple[Group, dataclasses.Field, type, bool]]:
     """Every flag: its group, its field, its value type and whether it may be None."""
     out = []
-    for group in GROUPS:
+    for group in groups:
         hints = typing.get_type_hints(group.declaration)
         for field in dataclasses.fields(group.declaration):
+            if group.only and field.name not in group.only:
+                continue
             kind, optional = value_type(hints[field.name])
             out.append((group, field, kind, optional))
     return out
@@ -202,20 +250,24 @@ def check_flags(argv: Optional[typing.Sequence[str]]) -> argparse.Namespace:
             group.declaration(**{f.name: getattr(known, f.name) for f in dataclasses.fields(group.declaration)})
     except InvalidSetting as exc:
         raise UsageError(f"--{exc.name}: {exc.message}") from None
+    if (known.rejected_output or known.rejected_table) and not filtering(known):
+        raise UsageError(
+            "--rejected_output and --rejected_table need a filter: add --keep_min_score or --keep_top_fraction"
+        )
     return known
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds every declared flag to `parser`, grouped as in `--help`."""
-    groups = {group.title: parser.add_argument_group(group.title) for group in GROUPS}
-    for group, field, kind, _ in declared_fields():
+def add_arguments(parser: argparse.ArgumentParser, groups: typing.Sequence[Group] = GROUPS) -> None:
+    """Adds every declared flag of `groups` to `parser`, grouped as in `--help`."""
+    sections = {group.title: parser.add_argument_group(group.title) for group in groups}
+    for group, field, kind, _ in declared_fields(groups):
         meta = field.metadata
         help_text = meta["help"] + (f" (default: {field.default})" if _shows_default(field) else "")
         flag = f"--{field.name}"
         if kind is bool:
-            groups[group.title].add_argument(flag, action="store_true", help=help_text)
+            sections[group.title].add_argument(flag, action="store_true", help=help_text)
         else:
-            groups[group.title].add_argument(
+            sections[group.title].add_argument(
                 flag, type=kind, default=field.default, choices=meta.get("choices"), help=help_text
             )
 

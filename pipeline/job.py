@@ -4,9 +4,11 @@ dead letter (files, a Pub/Sub topic and/or a BigQuery table) for what is not a J
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from typing import Optional, Sequence
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
@@ -17,9 +19,11 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline import bigquery, flags, records, workers
+from pipeline import bigquery, flags, progress, records, workers
+from pipeline.filters import KeepByScore
 from pipeline.flags import UsageError
 from pipeline.options import ScoreLongCLIPOptions
+from pipeline.progress import ProgressMonitor
 from pipeline.sinks import PublishJson, WriteJsonLines
 from pipeline.sources import ReadJsonLines, ReadPubSubRecords
 from transforms import (
@@ -29,6 +33,7 @@ from transforms import (
     ImageSettings,
     InvalidSetting,
     ModelSettings,
+    OutputFields,
     RecordFields,
     ScoreLongCLIP,
     pick_device,
@@ -56,6 +61,11 @@ def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
     standard = options.view_as(StandardOptions)
     if (known.input_subscription or known.input_topic) and not standard.streaming:
         raise UsageError("Pub/Sub input runs as a streaming job: add --streaming")
+    if known.keep_top_fraction is not None and standard.streaming:
+        raise UsageError(
+            "--keep_top_fraction needs every score before it can cut, so it works in batch jobs only; "
+            "in streaming use --keep_min_score"
+        )
     if standard.runner is None:
         standard.runner = flags.DEFAULT_LOCAL_STREAMING_RUNNER if standard.streaming else flags.DEFAULT_LOCAL_RUNNER
     if is_local(options):
@@ -95,9 +105,16 @@ def ensure_tables(options: PipelineOptions) -> None:
     job = options.view_as(ScoreLongCLIPOptions)
     if job.output_table and not (job.dead_letter or job.dead_letter_topic or job.dead_letter_table or job.output):
         job.dead_letter_table = f"{job.output_table}_dead_letter"
+    if job.output_table and flags.filtering(job) and not job.rejected_table:
+        job.rejected_table = f"{job.output_table}_rejected"
     project = options.view_as(GoogleCloudOptions).project
     dry_run = options.view_as(TestOptions).dry_run
-    for flag, schema in (("output_table", bigquery.SCORED_SCHEMA), ("dead_letter_table", bigquery.DEAD_LETTER_SCHEMA)):
+    tables = (
+        ("output_table", bigquery.SCORED_SCHEMA),
+        ("dead_letter_table", bigquery.DEAD_LETTER_SCHEMA),
+        ("rejected_table", bigquery.REJECTED_SCHEMA),
+    )
+    for flag, schema in tables:
         spec = getattr(job, flag)
         if not spec:
             continue
@@ -112,10 +129,16 @@ def ensure_tables(options: PipelineOptions) -> None:
         setattr(job, flag, resolved)
 
 
-def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions) -> None:
-    """Adds read → parse → ScoreLongCLIP → write, and the dead letter, to `pipeline`."""
+def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions, progress_folder: Optional[str] = None) -> None:
+    """Adds read → parse → ScoreLongCLIP → (filter →) write, and the dead letter, to `pipeline`.
+
+    `progress_folder`: a local batch job's `ProgressMonitor` folder, where records read and scored are tallied.
+    """
     if options.input:
-        parsed = pipeline | "ReadJsonLines" >> ReadJsonLines(options.input)
+        parsed = pipeline | "ReadJsonLines" >> ReadJsonLines(options.input, progress_folder)
+        total_bytes = progress.input_size(options.input)
+        if total_bytes is not None:  # for percent done on Dataflow, beside pipeline/input_bytes_read
+            _ = pipeline | "InputSize" >> beam.Create([total_bytes]) | "CountInputBytes" >> beam.Map(_count_input_bytes)
     else:
         parsed = pipeline | "ReadPubSub" >> ReadPubSubRecords(
             subscription=options.input_subscription,
@@ -132,8 +155,25 @@ def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions) -> None:
         images=settings[ImageSettings],
         metrics_namespace=SCORE_STEP,
     )
-    scored = parsed.records | SCORE_STEP >> score
     dead_letters = [parsed[records.DEAD_LETTER]]
+    if progress_folder:
+        # Counted before any Flatten: the FnApiRunner runs what follows a Flatten only once all before it is done.
+        outcomes = parsed.records | SCORE_STEP >> score.with_exception_handling()
+        scored = [
+            pcoll | f"Progress{name}" >> beam.ParDo(progress.CountProgress(progress_folder, progress.SCORED))
+            for name, pcoll in zip(("Scored", "Failed"), outcomes, strict=True)
+        ] | "ScoredAndFailed" >> beam.Flatten()
+        dead_letters = [
+            dead_letters[0]
+            | "ProgressDeadLettered" >> beam.ParDo(progress.CountProgress(progress_folder, progress.DEAD_LETTERED))
+        ]
+    else:
+        scored = parsed.records | SCORE_STEP >> score
+    rejected = None
+    if flags.filtering(options):
+        scored, rejected = scored | "KeepByScore" >> KeepByScore(
+            OutputFields(options.output_key), min_score=options.keep_min_score, top_fraction=options.keep_top_fraction
+        )
     if options.output:
         scored | "WriteScored" >> WriteJsonLines(options.output, options.window_seconds)
     if options.output_table:
@@ -142,6 +182,17 @@ def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions) -> None:
         )
         dead_letters.append(
             rows | "WriteScoredToBigQuery" >> bigquery.WriteRows(options.output_table, bigquery.SCORED_SCHEMA)
+        )
+    if rejected is not None and (options.rejected_output or options.output):
+        rejected | "WriteRejected" >> WriteJsonLines(
+            options.rejected_output or f"{options.output}.rejected", options.window_seconds
+        )
+    if rejected is not None and options.rejected_table:
+        rows = rejected | "ToRejectedRows" >> beam.Map(
+            bigquery.rejected_row, fields=settings[RecordFields], model=options.model
+        )
+        dead_letters.append(
+            rows | "WriteRejectedToBigQuery" >> bigquery.WriteRows(options.rejected_table, bigquery.REJECTED_SCHEMA)
         )
     dead_letter = dead_letters | "DeadLetters" >> beam.Flatten()
     if options.dead_letter or (options.output and not (options.dead_letter_topic or options.dead_letter_table)):
@@ -159,6 +210,10 @@ def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions) -> None:
         )
 
 
+def _count_input_bytes(total_bytes: int) -> None:
+    Metrics.counter(records.METRICS_NAMESPACE, "input_bytes").inc(total_bytes)
+
+
 def _log_unwritable(entry: dict) -> None:
     """The last resort for a dead-letter entry BigQuery refused: the worker log, at ERROR, in full."""
     _LOGGER.error("BigQuery refused a dead-letter entry; it is kept here only: %s", records.to_json(entry))
@@ -169,6 +224,7 @@ def run(
     save_main_session: bool = False,
     test_pipeline: Optional[beam.Pipeline] = None,
     wait: bool = True,
+    progress_interval_secs: Optional[float] = 10.0,
 ) -> PipelineResult:
     """Runs the job and returns its result (counts are in its metrics, see `summarize`).
 
@@ -176,7 +232,8 @@ def run(
     tables made or checked, on a local runner the model and device checked, and the checkpoint's header read;
     any of these raises `UsageError`. With `wait` it returns when the job
     ends: a batch job when all input is done, a streaming job when cancelled. Without, it returns the
-    running job (e.g. to cancel a streaming job later).
+    running job (e.g. to cancel a streaming job later). A local batch job reports its progress every
+    `progress_interval_secs` (None: never) while it runs: see `pipeline.progress`.
     """
     options = parse_options(argv)
     ensure_tables(options)  # after the checks that need no network
@@ -184,13 +241,19 @@ def run(
         check_model_here(options)
     options.view_as(SetupOptions).save_main_session = save_main_session
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    try:  # building reads the checkpoint's header (its input sizes), here, once: workers only load the model
-        build(pipeline, options.view_as(ScoreLongCLIPOptions))
-    except (CheckpointNotFoundError, CheckpointFormatError) as exc:
-        raise UsageError(f"--model: {exc}") from None
-    result = pipeline.run()
-    if wait:
-        result.wait_until_finish()
+    job = options.view_as(ScoreLongCLIPOptions)
+    reports = job.input and is_local(options) and progress_interval_secs
+    # A local batch job runs inside `pipeline.run()`: the monitor's thread reports while it does.
+    with (
+        ProgressMonitor(progress.input_size(job.input), progress_interval_secs) if reports else nullcontext() as monitor
+    ):
+        try:  # building reads the checkpoint's header (its input sizes), here, once: workers only load the model
+            build(pipeline, job, monitor.folder if monitor else None)
+        except (CheckpointNotFoundError, CheckpointFormatError) as exc:
+            raise UsageError(f"--model: {exc}") from None
+        result = pipeline.run()
+        if wait:
+            result.wait_until_finish()
     return result
 
 
@@ -229,6 +292,8 @@ def report(result: PipelineResult) -> int:
         counts.get("dead_lettered", 0),
         counts.get("truncated", 0),
     )
+    if "kept" in counts or "rejected" in counts:
+        logger.info("Filter: %d kept, %d rejected", counts.get("kept", 0), counts.get("rejected", 0))
     for name in sorted(counts):
         if name.startswith(("failed_", "dead_lettered_", "bigquery_")):
             logger.info("  %s: %d", name, counts[name])

@@ -10,23 +10,36 @@ from typing import Optional
 
 import apache_beam as beam
 from apache_beam import coders
+from apache_beam.metrics import Metrics
 
-from pipeline import records
+from pipeline import progress, records
 
 
 class ReadJsonLines(beam.PTransform):
-    """Reads a JSONL file or glob (local or any Beam FileSystems URI)."""
+    """Reads a JSONL file or glob (local or any Beam FileSystems URI).
 
-    def __init__(self, file_pattern: str):
+    Counts the bytes read (`pipeline/input_bytes_read`); with `progress_folder` (a local job's
+    `ProgressMonitor`), also tallies lines and bytes there as they are read.
+    """
+
+    def __init__(self, file_pattern: str, progress_folder: Optional[str] = None):
         super().__init__()
         self._pattern = file_pattern
+        self._progress_folder = progress_folder
 
     def expand(self, begin: beam.pvalue.PBegin):
-        return (
-            begin
-            | "ReadLines" >> beam.io.ReadFromTextWithFilename(self._pattern, coder=coders.BytesCoder())
-            | "Parse" >> records.ParseJsonLines()
-        )
+        lines = begin | "ReadLines" >> beam.io.ReadFromTextWithFilename(self._pattern, coder=coders.BytesCoder())
+        lines = lines | "CountBytes" >> beam.Map(_count_bytes)
+        if self._progress_folder:
+            lines = lines | "Progress" >> beam.ParDo(
+                progress.CountProgress(self._progress_folder, progress.READ, with_bytes=True)
+            )
+        return lines | "Parse" >> records.ParseJsonLines()
+
+
+def _count_bytes(line: tuple[str, bytes]) -> tuple[str, bytes]:
+    Metrics.counter(records.METRICS_NAMESPACE, "input_bytes_read").inc(len(line[1]) + 1)
+    return line
 
 
 class ReadPubSubRecords(beam.PTransform):

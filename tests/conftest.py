@@ -101,3 +101,36 @@ def bigquery_emulator(tmp_path_factory) -> str:
         yield endpoint
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="session")
+def scored_report(tmp_path_factory, good_images):
+    """`python -m pipeline.report` over 3,000 scored rows (a JSONL and a Parquet file, plus one line that is
+    not JSON) with real image files; the lowest-scoring row's image is missing and the highest-scoring
+    row's image is served over http on loopback. Returns (rows, report folder, summary)."""
+    import functools
+    import http.server
+    import threading
+
+    from pipeline.report.job import run
+    from tests.support.scored import make_scored_rows, write_jsonl, write_parquet
+
+    folder = tmp_path_factory.mktemp("report")
+    images = [str(good_images[name]) for name in sorted(good_images)]
+    rows = make_scored_rows(3000, images)
+    scored = sorted((row for row in rows if row["longclip_score_reason"] is None), key=lambda r: r["longclip_score"])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(good_images["rgb.png"].parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        scored[0]["image_path"] = str(folder / "no_such_image.png")
+        scored[-1]["image_path"] = f"http://127.0.0.1:{server.server_address[1]}/rgb.jpg"
+        jsonl = write_jsonl(folder / "in" / "scored-00000-of-00002.jsonl", rows[:2000])
+        with jsonl.open("a") as stream:
+            stream.write("this line is not JSON\n")
+        write_parquet(folder / "in" / "scored-00001-of-00002.parquet", rows[2000:])
+        summary = run(["--input", str(folder / "in" / "scored-*"), "--output", str(folder / "report")])
+    finally:
+        server.shutdown()
+        server.server_close()
+    return rows, folder / "report", summary

@@ -61,6 +61,23 @@ def test_batch_job_writes_every_record_to_bigquery(tmp_path, dataset, longclip_c
     assert dead["source"].endswith("in.jsonl")
 
 
+def test_a_filter_sends_rejected_rows_to_their_own_table(tmp_path, dataset, longclip_checkpoint, good_images):
+    client, name = dataset
+    _write_input(tmp_path / "in.jsonl", good_images)
+    args = ["--input", str(tmp_path / "in.jsonl"), "--output_table", f"{name}.kept", "--project", GCP_PROJECT]
+    counts = summarize(run(args + ["--model", str(longclip_checkpoint), "--keep_top_fraction", "0.5"]))
+    assert (counts["kept"], counts["rejected"], counts["dead_lettered"]) == (1, 3, 1)
+
+    (kept,) = client.list_rows(f"{GCP_PROJECT}.{name}.kept")
+    rejected = sorted(client.list_rows(f"{GCP_PROJECT}.{name}.kept_rejected"), key=lambda r: r["record"]["id"])
+    assert [r["record"]["id"] for r in rejected] == sorted({1, 2, 3, 4} - {kept["record"]["id"]})
+    assert {r["cutoff"] for r in rejected} == {kept["score"]}  # one of two scored rows: the higher one
+    assert all(r["record"]["longclip_score_cutoff"] == kept["score"] for r in rejected)
+    assert [r["reason"] for r in rejected if r["reason"]] == ["image_wrong_type", "text_empty"]
+    (dead,) = client.list_rows(f"{GCP_PROJECT}.{name}.kept_dead_letter")
+    assert dead["reason"] == "not_json"
+
+
 def test_rows_bigquery_rejects_go_to_the_dead_letter(tmp_path, dataset, longclip_checkpoint, good_images):
     """The table vanishes between the check at start and the writes: every row comes back as a dead letter."""
     client, name = dataset

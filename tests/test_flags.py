@@ -78,7 +78,7 @@ def test_the_job_uses_only_what_transforms_exports():
 
     import transforms
 
-    for path in sorted((REPO_ROOT / "pipeline").glob("*.py")):
+    for path in sorted((REPO_ROOT / "pipeline").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("transforms"):
                 assert node.module == "transforms", f"{path.name} imports {node.module}"

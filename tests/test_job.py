@@ -1,6 +1,7 @@
 """`python -m pipeline` run as a user runs it: every input line comes out exactly once."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -116,6 +117,34 @@ def test_cli_accounts_for_every_line_with_exact_scores(
     assert not_utf8["raw"] is None and not_utf8["raw_base64"]
     assert all(d["source"].endswith("in.jsonl") for d in dead)
     assert f"Done: {total_lines} records read" in done.stderr
+    assert not list((tmp_path / "out").glob("*rejected*")) and "Filter:" not in done.stderr  # no filter, no change
+
+
+def test_keep_top_fraction_puts_every_line_in_kept_rejected_or_dead_letter(
+    tmp_path, longclip_checkpoint, good_images, bad_images
+):
+    records = _write_corpus(tmp_path / "in.jsonl", good_images, bad_images)
+    image_root = next(iter(good_images.values())).parent
+    done = _cli(
+        "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out" / "kept"),
+        "--model", str(longclip_checkpoint), "--image_root", str(image_root), "--keep_top_fraction", "0.3",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    kept = _read_jsonl(tmp_path / "out" / "kept")
+    rejected = _read_jsonl(tmp_path / "out" / "kept.rejected")
+    dead = _read_jsonl(tmp_path / "out" / "kept.dead_letter")
+    assert sorted(r["id"] for r in kept + rejected) == sorted(r["id"] for r in records)
+    assert len(dead) == len(MALFORMED_LINES)
+    scored = sorted(
+        (r for r in kept + rejected if r["longclip_score_reason"] is None), key=lambda r: -r["longclip_score"]
+    )
+    assert len(scored) == 4 * len(good_images)
+    cutoff = scored[math.ceil(0.3 * len(scored)) - 1]["longclip_score"]
+    assert kept == [r for r in kept if r["longclip_score_reason"] is None and r["longclip_score"] >= cutoff]
+    assert len(kept) == sum(r["longclip_score"] >= cutoff for r in scored) == math.ceil(0.3 * len(scored))
+    assert {r["longclip_score_cutoff"] for r in rejected} == {cutoff}
+    assert sum(r["longclip_score_reason"] is not None for r in rejected) == len(BAD_ROW_REASONS)
+    assert f"Filter: {len(kept)} kept, {len(rejected)} rejected" in done.stderr
 
 
 def test_run_returns_counts_from_beam_metrics(tmp_path, longclip_checkpoint, good_images):
@@ -209,6 +238,14 @@ def _cli(*args) -> subprocess.CompletedProcess:
         (["--inp", "x", "--output", "y"], "pass exactly one of --input"),
         (["--input", "x", "--output", "y", "--max_batchsize", "8"], "unknown flag(s) --max_batchsize"),
         (["--input", "x", "--output", "y", "--device", "tpu"], "--device: 'tpu' is not a torch device"),
+        (["--input", "x", "--output", "y", "--keep_top_fraction", "0"], "--keep_top_fraction: must be more than 0"),
+        (["--input", "x", "--output", "y", "--keep_top_fraction", "1.5"], "--keep_top_fraction: must be at most 1"),
+        (["--input", "x", "--output", "y", "--keep_min_score", "-0.1"], "--keep_min_score: must be at least 0"),
+        (["--input", "x", "--output", "y", "--rejected_output", "z"], "--rejected_output and --rejected_table need"),
+        (
+            ["--streaming", "--input_topic", "projects/p/topics/t", "--output", "y", "--keep_top_fraction", "0.3"],
+            "--keep_top_fraction needs every score before it can cut",
+        ),
     ],
 )
 def test_bad_flags_fail_with_a_clear_message(args, message):

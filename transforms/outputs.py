@@ -32,6 +32,11 @@ class OutputFields:
     def truncated(self) -> str:
         return f"{self.output_key}_truncated"
 
+    @property
+    def cutoff(self) -> str:
+        """Not added by the transform: the job's filters put the cutoff score on the rows they reject."""
+        return f"{self.output_key}_cutoff"
+
     def values(self, score: float, reason: str | None, error: str | None, truncated: bool) -> dict:
         """The added fields of one record."""
         return {self.score: score, self.error: error, self.reason: reason, self.truncated: truncated}

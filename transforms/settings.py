@@ -37,14 +37,15 @@ def setting(
     choices: Optional[tuple] = None,
     minimum: Optional[float] = None,
     above: Optional[float] = None,
+    maximum: Optional[float] = None,
     param_type: str = "TEXT",
     regex: Optional[str] = None,
 ) -> Any:
     """A dataclass field with what a flag and a Flex Template parameter need to describe it.
 
-    `minimum` is inclusive, `above` exclusive; `param_type` and `regex` are for the Flex Template.
+    `minimum` and `maximum` are inclusive, `above` exclusive; `param_type` and `regex` are for the Flex Template.
     """
-    metadata = dict(help=help, label=label, choices=choices, minimum=minimum, above=above)
+    metadata = dict(help=help, label=label, choices=choices, minimum=minimum, above=above, maximum=maximum)
     metadata.update(param_type=param_type, regex=regex)
     return dataclasses.field(default=default, metadata=metadata)
 
@@ -74,6 +75,8 @@ def check_fields(settings: Any) -> None:
             raise InvalidSetting(field.name, f"must be at least {meta['minimum']:g}, got {value!r}")
         if meta.get("above") is not None and not value > meta["above"]:
             raise InvalidSetting(field.name, f"must be more than {meta['above']:g}, got {value!r}")
+        if meta.get("maximum") is not None and value > meta["maximum"]:
+            raise InvalidSetting(field.name, f"must be at most {meta['maximum']:g}, got {value!r}")
 
 
 def value_type(hint: Any) -> tuple[type, bool]:

@@ -1,0 +1,89 @@
+"""Flags of `python -m pipeline.report`: its own, and the record fields and image limits the job declares.
+
+Standard library and `transforms`' settings only, so `--help` and flag errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Optional, Sequence
+
+from pipeline import flags
+from pipeline.flags import GCS_PATH, Group, UsageError
+from transforms import ImageSettings, InvalidSetting, RecordFields, check_fields, setting
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportOptions:
+    """What to read and where the report goes."""
+
+    input: str = setting(
+        None,
+        "scored rows: JSONL files as the job writes them and/or Parquet files (.parquet), a file or glob, "
+        "local or any Beam FileSystems URI (gs://...)",
+        label="Scored files",
+        regex=GCS_PATH,
+    )
+    output: str = setting(
+        None,
+        "folder for summary.json, report.html, report_data.json and the charts as PNG files (made if missing)",
+        label="Report folder",
+        regex=GCS_PATH,
+    )
+    rows_shown: int = setting(
+        12, "how many of the lowest- and of the highest-scoring rows the page shows", label="Rows shown", minimum=1
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+# The image settings a thumbnail needs; the rest (threads of the scoring job) do not apply.
+THUMBNAIL_IMAGE_SETTINGS = ("image_root", "max_image_bytes", "max_image_pixels", "http_timeout_secs")
+
+GROUPS = (
+    Group("report", "Report", ReportOptions),
+    Group("records", "Records", RecordFields),
+    Group("thumbnails", "Images", ImageSettings, only=THUMBNAIL_IMAGE_SETTINGS),
+)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.report",
+        allow_abbrev=False,
+        description="A report on scored rows: summary.json (counts, percentiles, keep-top thresholds) and "
+        "report.html (histogram, retention curve, score by caption length, failures, lowest and highest rows).",
+        epilog="Every standard Beam pipeline option (--runner, --project, --temp_location, ...) is accepted too; "
+        f"without --runner it runs locally on the {flags.DEFAULT_LOCAL_RUNNER}.",
+    )
+    flags.add_arguments(parser, GROUPS)
+    return parser
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSettings:
+    """The checked flags, as the declarations that hold them."""
+
+    report: ReportOptions
+    fields: RecordFields
+    images: ImageSettings
+
+
+def check_flags(argv: Optional[Sequence[str]]) -> tuple[ReportSettings, list[str]]:
+    """This command's settings, and the rest of `argv` (Beam's options). Raises `UsageError`."""
+    known, rest = argument_parser().parse_known_args(argv)
+    try:
+        settings = ReportSettings(
+            ReportOptions(**_values(known, ReportOptions)),
+            RecordFields(**_values(known, RecordFields)),
+            ImageSettings(**{name: getattr(known, name) for name in THUMBNAIL_IMAGE_SETTINGS}),
+        )
+    except InvalidSetting as exc:
+        raise UsageError(f"--{exc.name}: {exc.message}") from None
+    return settings, rest
+
+
+def _values(known: argparse.Namespace, declaration: type) -> dict:
+    return {field.name: getattr(known, field.name) for field in dataclasses.fields(declaration)}

@@ -1,0 +1,127 @@
+"""report.html: one self-contained page (charts and thumbnails inline as data: URIs; no scripts, no fonts,
+no requests), readable offline and safe to mail around."""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Optional
+
+SHOWN_PERCENTILES = ("p1", "p5", "p10", "p25", "p50", "p75", "p90", "p95", "p99")
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 0;
+       color: #1d2330; background: #f5f6f8; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px; }
+h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 10px; }
+.muted { color: #667085; font-size: 13px; }
+.cards { display: flex; flex-wrap: wrap; gap: 10px; margin-top: 16px; }
+.card { background: #fff; border: 1px solid #e1e4ea; border-radius: 8px; padding: 10px 14px; min-width: 110px; }
+.card b { display: block; font-size: 20px; } .card span { color: #667085; font-size: 12px; }
+table { border-collapse: collapse; background: #fff; font-size: 13px; }
+td, th { border: 1px solid #e1e4ea; padding: 4px 9px; text-align: right; }
+th { background: #eef1f5; font-weight: 600; }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 14px; }
+.charts figure { margin: 0; background: #fff; border: 1px solid #e1e4ea; border-radius: 8px; padding: 8px; }
+.charts img { width: 100%; height: auto; display: block; }
+.rows { display: grid; grid-template-columns: repeat(auto-fill, minmax(270px, 1fr)); gap: 10px; }
+.row { display: flex; gap: 10px; background: #fff; border: 1px solid #e1e4ea; border-radius: 8px; padding: 8px; }
+.thumb { flex: 0 0 96px; height: 96px; display: flex; align-items: center; justify-content: center;
+         background: #eef1f5; border-radius: 4px; overflow: hidden; }
+.thumb img { width: 96px; height: 96px; object-fit: contain; }
+.thumb.missing { color: #9a3412; font-size: 11px; text-align: center; padding: 4px; box-sizing: border-box; }
+.row .score { font-weight: 700; font-size: 15px; }
+.row p { margin: 2px 0; font-size: 12px; overflow-wrap: anywhere; max-height: 8.4em; overflow: hidden; }
+.row .where { color: #667085; font-size: 11px; }
+"""
+
+
+def _number(value: Optional[float], digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _card(label: str, value: str) -> str:
+    return f'<div class="card"><b>{html.escape(value)}</b><span>{html.escape(label)}</span></div>'
+
+
+def _table(header: list[str], cells: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in header)
+    body = "".join(f"<td>{html.escape(cell)}</td>" for cell in cells)
+    return f"<table><tr>{head}</tr><tr>{body}</tr></table>"
+
+
+def _chart(name: str, png: bytes, alt: str) -> str:
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return f'<figure><img src="{uri}" alt="{html.escape(alt)}" data-chart="{html.escape(name)}"></figure>'
+
+
+def _row(row: dict) -> str:
+    if row["thumbnail"]:
+        picture = f'<div class="thumb"><img src="{row["thumbnail"]}" alt="thumbnail"></div>'
+    else:
+        picture = f'<div class="thumb missing">no image<br>{html.escape((row["thumbnail_error"] or "")[:80])}</div>'
+    caption = html.escape(row["caption"] if row["caption"] is not None else "(no caption)")
+    where = html.escape(row["image"] if row["image"] is not None else "(no image field)")
+    return (
+        f'<div class="row">{picture}<div><div class="score">{row["score"]:.4f}</div>'
+        f'<p>{caption}</p><p class="where">{where}</p></div></div>'
+    )
+
+
+def render(data: dict, charts: dict[str, bytes], source: str) -> str:
+    """The page for the figures `data` (from `ScoreStatistics`) and the PNG `charts` (by file name)."""
+    summary = data["summary"]
+    failed = sum(summary["failed"].values())
+    cards = [
+        _card("rows", f"{summary['rows']:,}"),
+        _card("scored", f"{summary['scored']:,}"),
+        _card("not scored (failed)", f"{failed:,}"),
+        _card("captions truncated", f"{summary['truncated']:,}"),
+        _card("mean score", _number(summary["mean"])),
+        _card("std", _number(summary["std"])),
+        _card("min", _number(summary["min"])),
+        _card("max", _number(summary["max"])),
+    ]
+    if summary["without_score"] or summary["unreadable_lines"]:
+        cards.append(_card("rows without a score field", f"{summary['without_score']:,}"))
+        cards.append(_card("unreadable lines", f"{summary['unreadable_lines']:,}"))
+    percentiles = summary["percentiles"]
+    thresholds = summary["keep_top_thresholds"]
+    tables = ""
+    if percentiles:
+        tables = (
+            "<h2>Percentiles of scores</h2>"
+            + _table(list(SHOWN_PERCENTILES), [_number(percentiles[name]) for name in SHOWN_PERCENTILES])
+            + '<p class="muted">All 99 are in summary.json.</p>'
+            + "<h2>Keep the top fraction: the score to cut at</h2>"
+            + _table([f"top {float(f):.0%}" for f in thresholds], [_number(score) for score in thresholds.values()])
+            + '<p class="muted">Rows scoring at or above the value make up that fraction of the scored rows: '
+            "<code>--keep_top_fraction F</code> in the job, or <code>--keep_min_score</code> with the value.</p>"
+        )
+    figures = "".join(
+        _chart(name, png, alt)
+        for (name, png), alt in zip(
+            charts.items(),
+            ("histogram of scores", "retention curve", "score against caption length", "failures by reason"),
+            strict=True,
+        )
+    )
+    lowest = "".join(_row(row) for row in data["lowest"]) or '<p class="muted">No scored rows.</p>'
+    highest = "".join(_row(row) for row in data["highest"]) or '<p class="muted">No scored rows.</p>'
+    key = html.escape(summary["output_key"])
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>LongCLIP score report</title><style>{_STYLE}</style></head>
+<body><main>
+<h1>LongCLIP score report</h1>
+<div class="muted">{html.escape(source)} · field <code>{key}</code></div>
+<div class="cards">{"".join(cards)}</div>
+{tables}
+<h2>Charts</h2>
+<div class="charts">{figures}</div>
+<h2>Lowest-scoring rows: what a cutoff throws away first</h2>
+<div class="rows" id="lowest">{lowest}</div>
+<h2>Highest-scoring rows</h2>
+<div class="rows" id="highest">{highest}</div>
+</main></body></html>
+"""

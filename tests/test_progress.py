@@ -1,0 +1,116 @@
+"""Progress of a local batch job: log lines while it runs, one updating line on a terminal."""
+
+import collections
+import gzip
+import json
+import logging
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+
+from pipeline import run
+from pipeline.progress import BYTES, DEAD_LETTERED, READ, SCORED, CountProgress, input_size, progress_line, read_counts
+from tests.support.captions import CAPTIONS
+from tests.support.paths import REPO_ROOT
+
+
+def test_progress_line_estimates_percent_and_time_left():
+    counts = collections.Counter({READ: 500, BYTES: 50_000, SCORED: 240, DEAD_LETTERED: 10})
+    line = progress_line(counts, rate=5.0, total_bytes=200_000)
+    # 500 records in a quarter of the bytes: about 2,000 in all; 250 through: 12.5%; 1,750 left at 5/s.
+    assert line == "500 records read, 240 scored or failed, 12.5% done, 5.0 records/s, about 5m50s left"
+    assert progress_line(counts, rate=None, total_bytes=None) == "500 records read, 240 scored or failed"
+    everything = collections.Counter({READ: 10, BYTES: 100, SCORED: 10})
+    assert progress_line(everything, rate=2.0, total_bytes=100).endswith("100.0% done, 2.0 records/s, about 0s left")
+
+
+def test_input_size_is_known_only_for_uncompressed_files(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(b"x" * 100)
+    (tmp_path / "b.jsonl").write_bytes(b"y" * 50)
+    assert input_size(str(tmp_path / "*.jsonl")) == 150
+    assert input_size(str(tmp_path / "none-*.jsonl")) is None
+    with gzip.open(tmp_path / "c.jsonl.gz", "wb") as stream:
+        stream.write(b"{}\n")
+    assert input_size(str(tmp_path / "*")) is None
+
+
+def test_counts_of_several_worker_processes_add_up(tmp_path):
+    """Each process writes its own file; the monitor sums them (the multi-process local runner's case)."""
+    code = (
+        "import sys\nfrom pipeline.progress import CountProgress\n"
+        "counter = CountProgress(sys.argv[1], 'read', with_bytes=True)\ncounter.setup()\n"
+        "for _ in range(5):\n    list(counter.process(('f', b'abcd')))\ncounter.finish_bundle()\n"
+    )
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO_ROOT, check=True, timeout=60)
+    here = CountProgress(str(tmp_path), SCORED)
+    here.setup()
+    assert list(here.process({"id": 1})) == [{"id": 1}]
+    here.finish_bundle()
+    assert read_counts(str(tmp_path)) == {READ: 10, BYTES: 50, SCORED: 1}
+
+
+def _input(tmp_path, good_images, count=120) -> str:
+    names = sorted(good_images)
+    lines = [
+        json.dumps(
+            {"id": i, "image_path": str(good_images[names[i % len(names)]]), "text": CAPTIONS["long_200_tokens"]}
+        )
+        for i in range(count)
+    ]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines + ["not json"]) + "\n")
+    return str(tmp_path / "in.jsonl")
+
+
+def test_a_local_job_logs_progress_while_it_runs(tmp_path, longclip_checkpoint, good_images, caplog):
+    path = _input(tmp_path, good_images)
+    argv = ["--input", path, "--output", str(tmp_path / "out"), "--model", str(longclip_checkpoint)]
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        run(argv + ["--max_batch_size", "4"], progress_interval_secs=0.25)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Progress: ")]
+    assert len(lines) >= 3, lines
+    pattern = r"Progress: ([\d,]+) records read, ([\d,]+) scored or failed(, ([\d.]+)% done)?"
+    parsed = [re.match(pattern, line).groups() for line in lines]
+    read = [int(groups[0].replace(",", "")) for groups in parsed]
+    assert read == sorted(read) and read[-1] <= 121
+    midway = [line for line, groups in zip(lines, parsed, strict=True) if 0 < int(groups[1].replace(",", "")) < 120]
+    assert midway, lines  # seen while it ran, not only at the end
+    assert any(re.search(r"\d+\.\d% done, [\d.]+ records/s, about \S+ left", line) for line in midway), lines
+
+
+def test_a_terminal_gets_one_updating_line(tmp_path, longclip_checkpoint, good_images):
+    path = _input(tmp_path, good_images, count=60)
+    argv = ["--input", path, "--output", str(tmp_path / "out"), "--model", str(longclip_checkpoint)]
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *argv, "--max_batch_size", "2"],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    os.close(terminal)
+    output = b""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the job closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+    assert process.wait(timeout=60) == 0, output[-3000:]
+    os.close(controller)
+    text = output.decode("utf-8", "replace")
+    updates = re.findall(r"\r\x1b\[KProgress: ([^\r\n]*)", text)
+    assert len(updates) >= 2, text[-3000:]
+    assert updates[-1].startswith("61 records read, 60 scored or failed, 100.0% done"), updates[-1]
+    assert "Done: 61 records read" in text
