@@ -1,13 +1,15 @@
 """HTTP images from untrusted URLs, against real servers on loopback: what is followed, sent and refused."""
 
+import ssl
 import time
 import uuid
 from urllib.parse import quote
 
 import pytest
 
-from tests.support.http_servers import BASIC_PASSWORD, BASIC_USER, SECRET_BODY
+from tests.support.http_servers import BASIC_PASSWORD, BASIC_USER, SECRET_BODY, ImageServer, self_signed_certificate
 from transforms import reasons as errors
+from transforms.inputs import http_get
 from transforms.inputs.fetch import read_image_bytes
 from transforms.inputs.http_get import MAX_REDIRECTS, never_fetched
 from transforms.inputs.locations import AllowedPrefixes
@@ -165,3 +167,38 @@ def test_non_ascii_paths_and_hosts_are_encoded_not_refused(image_server):
 def test_malformed_or_unresolvable_urls_say_so(url, text):
     failure = _failure(url)
     assert failure.code == errors.IMAGE_UNREADABLE and text in failure.message
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory, good_images):
+    """An https server on loopback whose self-signed certificate names `localhost` only."""
+    certificate, key = self_signed_certificate(tmp_path_factory.mktemp("tls"))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    server = ImageServer({"rgb.png": good_images["rgb.png"].read_bytes()}, tls=context)
+    try:
+        yield server, certificate
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def trusting(monkeypatch):
+    """Makes the system's trusted certificates the given file (OpenSSL reads SSL_CERT_FILE)."""
+
+    def trust(certificate):
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+        http_get._tls_context.cache_clear()
+
+    yield trust
+    http_get._tls_context.cache_clear()
+
+
+def test_https_verifies_the_certificate_and_the_host_name(tls_server, trusting, good_images):
+    server, certificate = tls_server
+    untrusted = _failure(f"https://localhost:{server.port}/img/rgb.png")
+    assert untrusted.code == errors.IMAGE_UNREADABLE and "TLS certificate not trusted" in untrusted.message
+    trusting(certificate)
+    assert read_image_bytes(f"https://localhost:{server.port}/img/rgb.png") == good_images["rgb.png"].read_bytes()
+    other_name = _failure(f"https://127.0.0.1:{server.port}/img/rgb.png")  # the certificate names localhost only
+    assert other_name.code == errors.IMAGE_UNREADABLE and "TLS certificate not trusted" in other_name.message

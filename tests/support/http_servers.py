@@ -7,12 +7,15 @@ and headers. `SilentServer` accepts connections into its backlog and never answe
 from __future__ import annotations
 
 import base64
+import datetime
 import socket
+import ssl
 import struct
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,15 +45,17 @@ class ImageServer:
     /huge-declared           Content-Length 10 GB; /huge-undeclared: 50 kB with no length
     """
 
-    def __init__(self, images: dict[str, bytes]):
+    def __init__(self, images: dict[str, bytes], tls: ssl.SSLContext | None = None):
         self.images = images
         self.requests: list[Request] = []
         self._counts: Counter = Counter()
         self._lock = threading.Lock()
         self.stopping = threading.Event()
         self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def count(self, path: str) -> int:
@@ -190,3 +195,33 @@ class SilentServer:
 
     def close(self) -> None:
         self._socket.close()
+
+
+def self_signed_certificate(folder: Path, host: str = "localhost") -> tuple[Path, Path]:
+    """A certificate for `host` only (no IP address) and its key, as PEM files: (certificate, key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
