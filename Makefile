@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 # The BigQuery API emulator the tests start; its pins clash with Beam's, so it has a venv of its own.
 BQ_VENV ?= .venv-bqemulator
 
-.PHONY: venv bqemulator browser demo lint test bench bench-streaming generated clean
+.PHONY: venv bqemulator browser demo lint test bench bench-streaming bench-large-images generated clean
 
 venv: $(VENV)/.installed
 
@@ -50,6 +50,10 @@ bench: venv
 # Streaming latency and throughput on the Pub/Sub and BigQuery emulators (BENCH_ARGS: e.g. --arch B16).
 bench-streaming: venv bqemulator
 	$(PY) -m bench.streaming $(BENCH_ARGS)
+
+# Peak memory of the job on eight 9000x9000 PNGs (at the default pixel limit) by --prepare_threads.
+bench-large-images: venv
+	$(PY) -m bench.large_images $(BENCH_ARGS)
 
 # The README's flag table and the Flex Template metadata, from the flag declarations (pipeline/flags.py).
 generated: venv

@@ -1,7 +1,7 @@
 """Peak memory of the real job (`python -m pipeline`) over a short and a long input.
 
-Run as `python -m bench.memory INPUT OUTPUT MODEL`: runs the job in this process, then prints its
-peak resident set size (VmHWM). One process per input size, so each peak is that run's own.
+Run as `python -m bench.memory INPUT OUTPUT MODEL [JOB FLAGS...]`: runs the job in this process, then
+prints its peak resident set size (VmHWM). One process per input size, so each peak is that run's own.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ def write_input(path: Path, images: list[Path], count: int) -> Path:
     return path
 
 
-def measure(input_path: Path, output_prefix: Path, checkpoint: Path) -> tuple[float, float]:
+def measure(input_path: Path, output_prefix: Path, checkpoint: Path, *job_flags: str) -> tuple[float, float]:
     """(peak RSS in MiB, seconds) of the job over `input_path`, run in a fresh process."""
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "bench.memory", str(input_path), str(output_prefix), str(checkpoint)],
+        [sys.executable, "-m", "bench.memory", str(input_path), str(output_prefix), str(checkpoint), *job_flags],
         check=True,
         capture_output=True,
         text=True,
@@ -48,8 +48,8 @@ def measure(input_path: Path, output_prefix: Path, checkpoint: Path) -> tuple[fl
 def main(argv: list[str]) -> None:
     from pipeline.job import run
 
-    input_path, output_prefix, checkpoint = argv
-    run(["--input", input_path, "--output", output_prefix, "--model", checkpoint, "--device", "cpu"])
+    input_path, output_prefix, checkpoint, *job_flags = argv
+    run(["--input", input_path, "--output", output_prefix, "--model", checkpoint, "--device", "cpu", *job_flags])
     print(f"{peak_rss_mib():.1f}")
 
 

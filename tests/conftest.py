@@ -43,14 +43,12 @@ def bad_images(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def gcs_bucket(tmp_path_factory):
-    """A bucket on a real local GCS API emulator; Beam's `gs://` FileSystem talks to it.
+def gcs_emulator(tmp_path_factory):
+    """A real local GCS API emulator; Beam's `gs://` FileSystem talks to it. Yields its process (tests
+    may pause it to stall every read).
 
     The environment is set for this process and inherited by the subprocesses tests start.
     """
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
     from tests.support.emulators import start_gcs_emulator
 
     process, endpoint = start_gcs_emulator(tmp_path_factory.mktemp("gcs") / "emulator.log")
@@ -58,8 +56,7 @@ def gcs_bucket(tmp_path_factory):
     os.environ["STORAGE_EMULATOR_HOST"] = endpoint
     os.environ["NO_GCE_CHECK"] = "True"  # offline: don't wait for the GCE metadata server
     try:
-        client = storage.Client(project="test-project", credentials=AnonymousCredentials())
-        yield client.create_bucket("longclip-test-bucket")
+        yield process
     finally:
         for key, value in saved.items():
             if value is None:
@@ -68,6 +65,16 @@ def gcs_bucket(tmp_path_factory):
                 os.environ[key] = value
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket(gcs_emulator):
+    """A bucket on the GCS emulator."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project="test-project", credentials=AnonymousCredentials())
+    return client.create_bucket("longclip-test-bucket")
 
 
 @pytest.fixture
@@ -134,3 +141,27 @@ def scored_report(tmp_path_factory, good_images):
         server.shutdown()
         server.server_close()
     return rows, folder / "report", summary
+
+
+@pytest.fixture(scope="session")
+def image_server(good_images):
+    """A real HTTP server on loopback with good, slow, broken, flaky and redirecting paths (see ImageServer)."""
+    from tests.support.http_servers import ImageServer
+
+    server = ImageServer({name: path.read_bytes() for name, path in good_images.items()})
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def silent_server():
+    """A loopback address that accepts connections and never answers."""
+    from tests.support.http_servers import SilentServer
+
+    server = SilentServer()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -2,16 +2,20 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.support.paths import REPO_ROOT
 from tests.support.reference_longclip import reference_score
 from transforms import ImageSettings
 from transforms import reasons as errors
+from transforms.inputs.fetch import read_image_bytes
 from transforms.inputs.prepare import PairPreparer
 from transforms.model.locate import resolve_checkpoint
 from transforms.reasons import InputError
@@ -99,3 +103,21 @@ def test_pipeline_reads_and_writes_gs(gcs_bucket, longclip_checkpoint, longclip_
     expected = reference_score(longclip_state_dict, good_images["rgb.jpg"], lines[0]["text"])
     assert abs(by_path["rgb.jpg"]["longclip_score"] - expected) < 1e-6
     assert by_path["missing.jpg"]["longclip_score_error"].startswith("image_not_found")
+
+
+def test_a_stalled_bucket_holds_a_read_only_until_its_deadline(gcs_emulator, gcs_bucket, good_images):
+    """The emulator paused (SIGSTOP) takes connections and never answers, as an unreachable GCS does."""
+    gcs_bucket.blob("stall/rgb.png").upload_from_filename(good_images["rgb.png"])
+    uri = "gs://longclip-test-bucket/stall/rgb.png"
+    os.kill(gcs_emulator.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(InputError) as caught:
+            read_image_bytes(uri, timeout_secs=2)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(gcs_emulator.pid, signal.SIGCONT)
+    assert caught.value.code == errors.IMAGE_TIMEOUT
+    assert caught.value.message.startswith(f"{uri}: not read within the 2 s deadline")
+    assert 2 <= waited < 3
+    assert read_image_bytes(uri, timeout_secs=30) == good_images["rgb.png"].read_bytes()

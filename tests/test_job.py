@@ -5,11 +5,13 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from pipeline import ScoreLongCLIPOptions, parse_options, run, summarize
+from tests.support.adversarial import MALFORMED, write_corpus
 from tests.support.captions import CAPTIONS
 from tests.support.images import BAD_IMAGE_REASONS
 from tests.support.paths import REPO_ROOT
@@ -291,3 +293,52 @@ def test_stored_weights_flag_scores_the_checkpoint_as_stored(
                     longclip_state_dict, record["image_path"], record["text"], stored_weights=not stored
                 )
                 assert abs(record["longclip_score"] - want) < 1e-6 < abs(record["longclip_score"] - other)
+
+
+def test_adversarial_records_come_out_once_with_their_reasons_nothing_leaked_and_none_held_back(
+    tmp_path, longclip_checkpoint, image_server, silent_server, good_images
+):
+    corpus = write_corpus(tmp_path / "corpus", image_server, silent_server, good_images)
+    deadline = 2.0
+    job_started = time.monotonic()
+    done = _cli(
+        "--input",
+        str(corpus.path),
+        "--output",
+        str(tmp_path / "out" / "scored"),
+        "--model",
+        str(longclip_checkpoint),
+        "--image_root",
+        str(corpus.image_root),
+        "--allowed_image_prefixes",
+        corpus.allowed_prefixes,
+        "--http_timeout_secs",
+        str(deadline),
+        "--max_batch_size",
+        "4",
+        "--prepare_threads",
+        "2",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    scored = _read_jsonl(tmp_path / "out" / "scored")
+    dead = _read_jsonl(tmp_path / "out" / "scored.dead_letter")
+    assert sorted(record["id"] for record in scored) == sorted(corpus.expected), "every record exactly once"
+    assert sorted(entry["raw"] for entry in dead) == sorted(line.decode() for line in MALFORMED)
+    wrong = {
+        record["id"]: (record["longclip_score_reason"], record["longclip_score_error"])
+        for record in scored
+        if record["longclip_score_reason"] != corpus.expected[record["id"]]
+    }
+    assert not wrong, wrong
+    assert all(record["longclip_score"] > 0 for record in scored if corpus.expected[record["id"]] is None)
+    # Records keep their own fields (URLs with credentials included); what the job adds must not leak.
+    added = [record["longclip_score_error"] for record in scored] + [entry["error"] for entry in dead]
+    leaked = [secret for secret in corpus.secrets if secret in done.stdout + done.stderr + json.dumps(added)]
+    assert not leaked, leaked
+    # Reads start as their records enter the prepare step, at most 6 in flight here (batch 4 + 2 threads).
+    # The 8 stalled records come in a row: two waves of deadlines, then the records behind them enter
+    # and retry within their own deadline, so requests spread over at most 3 deadlines. Were stalled
+    # reads waited for in turn, they would spread over at least 7 (14 s).
+    arrivals = [request.at for request in image_server.requests if request.at > job_started]
+    spread = max(arrivals) - min(arrivals)
+    assert spread < 3 * deadline + 1, f"requests spread over {spread:.1f} s"

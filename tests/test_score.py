@@ -4,6 +4,7 @@ import json
 import math
 import shutil
 import sys
+import time
 import traceback
 
 import apache_beam as beam
@@ -346,3 +347,52 @@ def test_workers_open_the_checkpoint_only_to_load_the_model(tmp_path, longclip_c
 
 
 _AUDIT_HOOKS: list = []
+
+
+def test_stalled_reads_hold_back_no_record_past_its_deadline(image_server, silent_server):
+    """The prepare step, record by record: 22 reads that never end among 10 good ones, 10 records in flight.
+
+    Records leave in input order, so each must leave within the deadline of the moment it was handed in,
+    however many stalled reads came before it (in threads, in the queue, or as the head of the line)."""
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import Timestamp
+    from apache_beam.utils.windowed_value import PANE_INFO_UNKNOWN
+
+    from transforms.beam.score import _PrepareDoFn
+    from transforms.model.header import InputSizes
+
+    deadline = 1.5
+    stalls = [f"{image_server.url}/stall-headers", f"{image_server.url}/hang", f"{silent_server.url}/a.png"]
+    records = []
+    for index in range(32):  # runs of 1 to 4 stalled reads between good ones
+        stalled = index % 5 != 4 and index % 7 != 6
+        location = stalls[index % 3] if stalled else f"{image_server.url}/img/rgb.png?{index}"
+        records.append({"id": index, "image_path": location, "text": "a cat"})
+    prepare = _PrepareDoFn(
+        InputSizes(image_resolution=32, context_length=248),
+        RecordFields(),
+        ImageSettings(http_timeout_secs=deadline, prepare_threads=2),
+        max_batch_size=8,
+    )
+    prepare.setup()
+    prepare.start_bundle()
+    handed_in, left = {}, {}
+    started = time.monotonic()
+
+    def note(outputs):
+        for output in outputs:
+            value = output.value if isinstance(output, beam.pvalue.TaggedOutput) else output
+            result = value.value
+            record = result.record if hasattr(result, "record") else result.context.record
+            left[record["id"]] = time.monotonic()
+
+    for record in records:
+        handed_in[record["id"]] = time.monotonic()
+        note(prepare.process(record, Timestamp(0), GlobalWindow(), PANE_INFO_UNKNOWN))
+    note(prepare.finish_bundle())
+    total = time.monotonic() - started
+    prepare.teardown()
+    delays = {index: left[index] - handed_in[index] for index in handed_in}
+    assert sorted(left) == list(range(32)), "every record leaves once"
+    assert max(delays.values()) < deadline + 1, sorted(delays.items(), key=lambda item: -item[1])[:5]
+    assert total < 3 * deadline + 1, f"{total:.1f} s for 32 records: stalled reads were waited for in turn"

@@ -12,6 +12,12 @@ IMAGE_NOT_FOUND = "image_not_found"
 IMAGE_UNREADABLE = "image_unreadable"
 IMAGE_TOO_LARGE = "image_too_large"
 IMAGE_UNDECODABLE = "image_undecodable"
+# Remote reads: the deadline passed, or transient failures (HTTP 429/5xx, resets) outlasted the retries.
+# Both may pass on a later try, unlike the others.
+IMAGE_TIMEOUT = "image_timeout"
+IMAGE_UNAVAILABLE = "image_unavailable"
+# Outside `allowed_image_prefixes`, a redirect off http(s), or an address never fetched (cloud metadata).
+IMAGE_NOT_ALLOWED = "image_not_allowed"
 TEXT_MISSING = "text_missing"
 TEXT_WRONG_TYPE = "text_wrong_type"
 TEXT_EMPTY = "text_empty"
@@ -25,11 +31,16 @@ REASON_CODES = (
     IMAGE_UNREADABLE,
     IMAGE_TOO_LARGE,
     IMAGE_UNDECODABLE,
+    IMAGE_TIMEOUT,
+    IMAGE_UNAVAILABLE,
+    IMAGE_NOT_ALLOWED,
     TEXT_MISSING,
     TEXT_WRONG_TYPE,
     TEXT_EMPTY,
     SCORE_NOT_FINITE,
 )
+# Failures that may pass when the same record is tried again later.
+TRANSIENT_CODES = (IMAGE_TIMEOUT, IMAGE_UNAVAILABLE)
 
 
 class InputError(Exception):

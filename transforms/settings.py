@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from typing import Any, Optional
 
@@ -201,6 +202,36 @@ class RecordFields:
                 raise InvalidSetting(field.name, "is empty")
 
 
+# Pillow refuses any image over twice `PIL.Image.MAX_IMAGE_PIXELS` as a decompression bomb, whatever a
+# caller allows, so no pixel limit can be higher. Written out to keep this module standard-library only;
+# a test checks it against the installed Pillow.
+PILLOW_PIXEL_LIMIT = 2 * 89_478_485
+
+
+def image_prefixes(text: str) -> tuple[str, ...]:
+    """The entries of `allowed_image_prefixes`, checked for form: folders, `scheme://`, or URI prefixes."""
+    entries = tuple(entry.strip() for entry in text.split(",") if entry.strip())
+    if not entries:
+        raise InvalidSetting(
+            "allowed_image_prefixes", "is empty: list folders, schemes or URL prefixes, comma-separated"
+        )
+    for entry in entries:
+        if "://" not in entry:
+            continue  # a local folder
+        scheme, rest = entry.split("://", 1)
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+            raise InvalidSetting("allowed_image_prefixes", f"{entry!r} does not start with a scheme such as https://")
+        if scheme.lower() in ("http", "https"):
+            host = rest.split("/", 1)[0]
+            if rest and not host:
+                raise InvalidSetting("allowed_image_prefixes", f"{entry!r} has no host: write {scheme}://HOST/PATH")
+            if "@" in host or "?" in rest or "#" in rest:
+                raise InvalidSetting(
+                    "allowed_image_prefixes", f"{entry!r} must be scheme://host[:port]/path, without user, query or #"
+                )
+    return entries
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageSettings:
     """Where relative image paths live, what an image may cost, and how many are read at once."""
@@ -216,22 +247,44 @@ class ImageSettings:
     )
     max_image_pixels: int = setting(
         89_478_485,  # Pillow's decompression-bomb warning level
-        "images with more pixels are refused as decompression bombs (image_too_large)",
+        f"images with more pixels are refused as decompression bombs (image_too_large); at most {PILLOW_PIXEL_LIMIT}, "
+        "Pillow's own limit",
         label="Image pixel limit",
         minimum=1,
     )
     http_timeout_secs: float = setting(
-        30.0, "time limit for fetching one http(s) image, body included", label="HTTP timeout (seconds)", above=0
+        30.0,
+        "deadline for reading one remote image (http(s), gs:// or any Beam FileSystems scheme): connecting, the "
+        "answer, the body and retries of transient failures together",
+        label="Remote image deadline (seconds)",
+        above=0,
     )
     prepare_threads: int = setting(
         4,
-        "threads per worker process that fetch and decode images while the model scores",
+        "threads per worker process that decode and resize images while the model scores (every record in flight "
+        "is fetched at once)",
         label="Image threads",
         minimum=1,
+    )
+    allowed_image_prefixes: Optional[str] = setting(
+        None,
+        "comma-separated folders, schemes (gs://) and URL prefixes (https://host/path) that images may be read "
+        "from; any other location is image_not_allowed, also after a redirect (default: anywhere; link-local and "
+        "cloud metadata addresses never)",
+        label="Allowed image locations",
+        regex=r"^\S.*$",
     )
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.max_image_pixels > PILLOW_PIXEL_LIMIT:
+            raise InvalidSetting(
+                "max_image_pixels",
+                f"must be at most {PILLOW_PIXEL_LIMIT}, got {self.max_image_pixels}: Pillow refuses larger images as "
+                "decompression bombs whatever this limit says",
+            )
+        if self.allowed_image_prefixes is not None:
+            image_prefixes(self.allowed_image_prefixes)
 
 
 SETTINGS_CLASSES = (ModelSettings, BatchSettings, RecordFields, ImageSettings)

@@ -151,9 +151,9 @@ class _PrepareDoFn(beam.DoFn):
             fields=self._fields,
             images=self._images,
         )
-        self._prefetcher = OrderedPrefetcher(
-            self._prepare, threads=self._images.prepare_threads, max_pending=self._max_pending
-        )
+        # A thread for every record in flight, so that a stalled read never keeps another from starting
+        # (each read ends by its deadline); the preparer decodes on prepare_threads threads of its own.
+        self._prefetcher = OrderedPrefetcher(self._prepare, threads=self._max_pending, max_pending=self._max_pending)
 
     def start_bundle(self) -> None:
         self._prefetcher.discard()  # leftovers of a failed bundle, which the runner retries
@@ -175,6 +175,8 @@ class _PrepareDoFn(beam.DoFn):
     def teardown(self) -> None:
         if self._prefetcher is not None:
             self._prefetcher.close()
+        if self._preparer is not None:
+            self._preparer.close()
 
     def _prepare(self, record: dict) -> Union[PreparedPair, _Failure]:
         truncated = False

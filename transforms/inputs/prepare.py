@@ -10,16 +10,23 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Mapping, NamedTuple, Optional
 
+import regex
 import torch
 
 from transforms import reasons as errors
 from transforms.inputs import images as image_io
+from transforms.inputs.fetch import read_image_bytes
+from transforms.inputs.locations import AllowedPrefixes, redact, resolve_image_location
 from transforms.inputs.tokenizer import LongCLIPTokenizer, TokenizedText
 from transforms.reasons import InputError
 from transforms.settings import ImageSettings, RecordFields
+
+# A character that shows: not whitespace, a control or format character (zero-width, direction marks),
+# nor a lone combining mark. A caption without one is empty, whatever the tokenizer would make of it.
+_VISIBLE = regex.compile(r"[^\s\p{Cc}\p{Cf}\p{Z}\p{Mn}\p{Me}]")
 
 
 class PreparedPair(NamedTuple):
@@ -43,7 +50,11 @@ class LoadedImage(NamedTuple):
 
 
 class PairPreparer:
-    """Reads a record's text and image fields; every problem becomes an `InputError` with a reason."""
+    """Reads a record's text and image fields; every problem becomes an `InputError` with a reason.
+
+    Any number of threads may fetch images at once (a stalled read must not keep others from starting),
+    but only `images.prepare_threads` threads decode and resize, which bounds memory.
+    """
 
     def __init__(
         self,
@@ -59,6 +70,11 @@ class PairPreparer:
         self._tokenizer = LongCLIPTokenizer(context_length)
         self._preprocess = image_io.ImagePreprocessor(image_resolution, images.max_image_pixels)
         self._recent = _RecentLoads(recent_images)
+        self._allowed = AllowedPrefixes(images.allowed_image_prefixes)
+        # Decoding runs on these threads only, however many fetch: glibc keeps the freed memory of a decoded
+        # image in the malloc arena of the thread that made it, so decoding on every fetching thread would
+        # multiply the peak memory by their number.
+        self._decoder = ThreadPoolExecutor(images.prepare_threads, thread_name_prefix="decode")
 
     def tokenize_text(self, record: Mapping[str, Any]) -> TokenizedText:
         key = self.fields.text_key
@@ -67,37 +83,53 @@ class PairPreparer:
             raise InputError(errors.TEXT_MISSING, f"the record has no {key!r}")
         if not isinstance(text, str):
             raise InputError(errors.TEXT_WRONG_TYPE, f"{key!r} must be a string, got {type(text).__name__}")
-        if not text.split():
-            raise InputError(errors.TEXT_EMPTY, f"{key!r} is empty or only whitespace")
-        return self._tokenizer(text)
+        if not _VISIBLE.search(text):
+            raise InputError(
+                errors.TEXT_EMPTY, f"{key!r} has no visible characters (only spaces, control or zero-width)"
+            )
+        tokens = self._tokenizer(text)
+        if len(tokens.ids) <= 2:  # only SOT and EOT
+            raise InputError(errors.TEXT_EMPTY, f"{key!r} leaves no tokens after LongCLIP's text cleaning")
+        return tokens
 
     def load_image(self, record: Mapping[str, Any]) -> LoadedImage:
         """The record's image; a location among the last few loaded is fetched and decoded only once.
 
         Captioned datasets often list one image several times in a row (COCO has 5 captions each).
         """
-        location = image_io.resolve_image_location(record.get(self.fields.image_key), self.images.image_root)
+        location = resolve_image_location(record.get(self.fields.image_key), self.images.image_root)
         return self._recent.get(location, self._load)
 
     def _load(self, location: str) -> LoadedImage:
-        data = image_io.read_image_bytes(
-            location, max_bytes=self.images.max_image_bytes, http_timeout_secs=self.images.http_timeout_secs
+        data = read_image_bytes(
+            location,
+            max_bytes=self.images.max_image_bytes,
+            timeout_secs=self.images.http_timeout_secs,
+            allowed=self._allowed,
         )
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        return LoadedImage(self._decoder.submit(self._decode, data, location).result(), digest)
+
+    def _decode(self, data: bytes, location: str) -> torch.Tensor:
         image = image_io.decode_image(data, max_pixels=self.images.max_image_pixels)
         try:
-            return LoadedImage(self._preprocess(image), digest)
+            return self._preprocess(image)
         except InputError:
             raise
         except Exception as exc:  # e.g. degenerate sizes Pillow cannot resample
-            raise InputError(errors.IMAGE_UNDECODABLE, f"cannot preprocess {location}: {exc}") from None
+            message = f"cannot preprocess {redact(location)}: {type(exc).__name__}"
+            raise InputError(errors.IMAGE_UNDECODABLE, message) from None
+
+    def close(self) -> None:
+        """Stops the decoding threads (a preparer that is dropped leaves them idle until the process ends)."""
+        self._decoder.shutdown(wait=True)
 
 
 class _RecentLoads:
     """Shares the result (or `InputError`) of loading a location among threads asking for it at about the same time.
 
     Bounded to the `size` most recent locations, so memory stays flat however long the input.
-    Unexpected errors are not kept: a retried bundle tries the load again.
+    Unexpected errors and transient failures are not kept: a retried bundle or a later record tries again.
     """
 
     def __init__(self, size: int):
@@ -119,11 +151,16 @@ class _RecentLoads:
             try:
                 future.set_result(load(location))
             except InputError as exc:
+                if exc.code in errors.TRANSIENT_CODES:  # a later record asking again tries again
+                    self._forget(location, future)
                 # A fresh error, without the traceback whose frames hold the image bytes.
                 future.set_exception(InputError(exc.code, exc.message))
             except BaseException as exc:
-                with self._lock:
-                    if self._entries.get(location) is future:
-                        del self._entries[location]
+                self._forget(location, future)
                 future.set_exception(exc)
         return future.result()
+
+    def _forget(self, location: str, future: Future) -> None:
+        with self._lock:
+            if self._entries.get(location) is future:
+                del self._entries[location]
