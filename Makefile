@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 # The BigQuery API emulator the tests start; its pins clash with Beam's, so it has a venv of its own.
 BQ_VENV ?= .venv-bqemulator
 
-.PHONY: venv bqemulator demo lint test bench bench-streaming generated clean
+.PHONY: venv bqemulator demo lint test bench bench-streaming bench-long-lines generated clean
 
 venv: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ bench: venv
 # Streaming latency and throughput on the Pub/Sub and BigQuery emulators (BENCH_ARGS: e.g. --arch B16).
 bench-streaming: venv bqemulator
 	$(PY) -m bench.streaming $(BENCH_ARGS)
+
+# One long JSONL line through Beam's text reader and through the job's (pipeline/lines.py), side by side.
+bench-long-lines: venv
+	$(PY) -m bench.long_lines $(BENCH_ARGS)
 
 # The README's flag table and the Flex Template metadata, from the flag declarations (pipeline/flags.py).
 generated: venv

@@ -16,12 +16,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except flags.UsageError as exc:
         flags.argument_parser().error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from pipeline.job import report, run
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # its INFO is the runner's chatter, not the job's
+    from pipeline.job import log_failure, report, run
 
     try:
         result = run(argv, wait=False)
     except flags.UsageError as exc:
         flags.argument_parser().error(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a local batch job runs within run(): say what stopped it
+        log_failure(exc)
+        return 1
     return report(result)
 
 

@@ -6,27 +6,51 @@ lines or messages that are not a JSON object).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import apache_beam as beam
-from apache_beam import coders
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.utils.timestamp import Timestamp
 
 from pipeline import records
+from pipeline.lines import read_lines
+from pipeline.parts import InputPart
 
 
 class ReadJsonLines(beam.PTransform):
-    """Reads a JSONL file or glob (local or any Beam FileSystems URI)."""
+    """Reads the parts of JSONL files (`parts.plan_parts`), each line at most `max_line_bytes`.
 
-    def __init__(self, file_pattern: str):
+    Parts are spread over the workers and each is read in one go, in linear time. Every line carries the
+    index of its part in `parts` as its event time (see `part_of`).
+    """
+
+    def __init__(self, parts: Sequence[InputPart], max_line_bytes: int):
         super().__init__()
-        self._pattern = file_pattern
+        self._parts = tuple(parts)
+        self._max_line_bytes = max_line_bytes
 
     def expand(self, begin: beam.pvalue.PBegin):
-        return (
+        lines = (
             begin
-            | "ReadLines" >> beam.io.ReadFromTextWithFilename(self._pattern, coder=coders.BytesCoder())
-            | "Parse" >> records.ParseJsonLines()
+            | "Parts" >> beam.Create(list(enumerate(self._parts)))
+            | "ReadLines" >> beam.FlatMap(_lines, self._max_line_bytes)
         )
+        return lines | "Parse" >> records.ParseJsonLines()
+
+
+def part_of(timestamp: Timestamp) -> int:
+    """The index of a line's part, from the event time `ReadJsonLines` gave it (and every step keeps)."""
+    return int(timestamp.micros // 1_000_000)
+
+
+def _lines(indexed_part: tuple[int, InputPart], max_line_bytes: int):
+    index, part = indexed_part
+    stamp = Timestamp(seconds=index)
+    compression = CompressionTypes.AUTO if part.compressed else CompressionTypes.UNCOMPRESSED
+    with FileSystems.open(part.path, compression_type=compression) as stream:
+        for line in read_lines(stream, part.start, None if part.compressed else part.end, max_line_bytes):
+            yield beam.window.TimestampedValue((part.path, line), stamp)
 
 
 class ReadPubSubRecords(beam.PTransform):

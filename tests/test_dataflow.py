@@ -271,5 +271,5 @@ def test_dockerfile_installs_the_runtime_requirements_only():
     kept.discard("")
     kept = {name for name in kept if not name.startswith("#")}
     assert kept == set(_requirement_pins()) - {
-        "apache-beam", "torch", "torchvision", "pytest", "transformers", "ruff", "gcp-storage-emulator",
+        "apache-beam", "torch", "torchvision", "pytest", "hypothesis", "transformers", "ruff", "gcp-storage-emulator",
     }  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import ScoreLongCLIPOptions, parse_options, run, summarize
+from pipeline import ScoreLongCLIPOptions, UsageError, parse_options, run, summarize
 from tests.support.captions import CAPTIONS
 from tests.support.images import BAD_IMAGE_REASONS
 from tests.support.paths import REPO_ROOT
@@ -117,6 +117,9 @@ def test_cli_accounts_for_every_line_with_exact_scores(
     assert not_utf8["raw"] is None and not_utf8["raw_base64"]
     assert all(d["source"].endswith("in.jsonl") for d in dead)
     assert f"Done: {total_lines} records read" in done.stderr
+    # INFO says what the job does, not what Beam does inside.
+    assert "Input: 1 file(s) matching" in done.stderr and "Scored records (score 0.0 with a reason" in done.stderr
+    assert "Converting string literal type hint" not in done.stderr and " INFO apache_beam" not in done.stderr
 
 
 def test_run_returns_counts_from_beam_metrics(tmp_path, longclip_checkpoint, good_images):
@@ -263,3 +266,62 @@ def test_stored_weights_flag_scores_the_checkpoint_as_stored(
                     longclip_state_dict, record["image_path"], record["text"], stored_weights=not stored
                 )
                 assert abs(record["longclip_score"] - want) < 1e-6 < abs(record["longclip_score"] - other)
+
+
+def test_inputs_and_outputs_that_cannot_work_fail_before_the_job_starts(tmp_path, longclip_checkpoint):
+    """Each exits 2 with one line saying what to fix (a missing --input file used to end in a traceback, exit 1)."""
+    (tmp_path / "in.jsonl").write_text('{"text": "a cat"}\n')
+    (tmp_path / "a_file").write_text("")
+    model = ["--model", str(longclip_checkpoint)]
+    cases = [
+        (["--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")], "--input: no file matches"),
+        (["--input", str(tmp_path), "--output", str(tmp_path / "o")], "is a folder: give a file, or a glob such as"),
+        (["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path)], "--output: " + repr(str(tmp_path))),
+        (
+            ["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "a_file" / "scored")],
+            "is a file, so no folder can be made there",
+        ),
+        (
+            ["--input", str(tmp_path / "in.jsonl"), "--output", "o", "--dead_letter", str(tmp_path / "a_file/x/d")],
+            "--dead_letter: ",
+        ),
+        (["--input", str(tmp_path / "in.jsonl"), "--output_table", "p:d.t", "--resume"], "--resume writes files"),
+        (
+            ["--input", str(tmp_path / "in.jsonl"), "--output", "o", "--dead_letter_topic", "projects/p/topics/t"]
+            + ["--resume"],
+            "--resume writes files only: leave out --dead_letter_topic",
+        ),
+        (["--input", str(tmp_path / "in.jsonl"), "--output", "o", "--max_line_bytes", "0"], "--max_line_bytes: must"),
+    ]
+    for args, message in cases:
+        with pytest.raises(UsageError) as caught:
+            run(args + model)
+        assert message in str(caught.value) and "\n" not in str(caught.value), args
+    # The command line turns them into one line and exit code 2.
+    done = _cli("--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o"), *model)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"error: --input: no file matches {str(tmp_path / 'missing.jsonl')!r}: check the path (a glob may use *, ? "
+            "and [...])"
+        )
+    )
+
+
+def test_file_urls_and_a_line_length_limit(tmp_path, longclip_checkpoint, good_images):
+    """`file://` works as a local path for inputs and outputs; a line over --max_line_bytes is dead-lettered
+    with its own reason and its first bytes, and the lines after it are read."""
+    long = json.dumps({"id": "long", "image_path": str(good_images["rgb.png"]), "text": "word " * 100})
+    lines = [{"id": n, "image_path": str(good_images["rgb.png"]), "text": "a cat"} for n in range(3)]
+    (tmp_path / "in.jsonl").write_text("\n".join([json.dumps(lines[0]), long] + [json.dumps(r) for r in lines[1:]]))
+    result = run(
+        ["--input", (tmp_path / "in.jsonl").as_uri(), "--output", (tmp_path / "out" / "scored").as_uri()]
+        + ["--model", str(longclip_checkpoint), "--max_line_bytes", "300"]
+    )
+    assert sorted(r["id"] for r in _read_jsonl(tmp_path / "out" / "scored")) == [0, 1, 2]
+    (dead,) = _read_jsonl(tmp_path / "out" / "scored.dead_letter")
+    assert (dead["reason"], dead["raw"], dead["source"]) == ("line_too_long", long[:1024], str(tmp_path / "in.jsonl"))
+    assert f"is {len(long)} bytes, more than --max_line_bytes" in dead["error"]
+    assert summarize(result)["dead_lettered_line_too_long"] == 1
