@@ -61,9 +61,14 @@ def dead_letter_entry(
 
 
 def to_json(value) -> str:
-    """Strict JSON text: NaN and ±Infinity, which Python's parser accepts, are written as the strings
-    "NaN", "Infinity" and "-Infinity", so every reader (BigQuery, `bq load`, JavaScript) takes the output."""
-    return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+    """Strict JSON text on one line: NaN and ±Infinity, which Python's parser accepts, are written as the
+    strings "NaN", "Infinity" and "-Infinity", so every reader (BigQuery, `bq load`, JavaScript) takes the
+    output; U+0085, U+2028 and U+2029 are escaped, since `str.splitlines()` and others break lines there."""
+    text = json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+    return text.translate(_LINE_BREAKS) if not text.isascii() else text
+
+
+_LINE_BREAKS = {ord(character): f"\\u{ord(character):04x}" for character in "\x85\u2028\u2029"}
 
 
 def _finite(value):

@@ -1,5 +1,6 @@
 """`python -m pipeline` run as a user runs it: every input line comes out exactly once."""
 
+import itertools
 import json
 import os
 import shlex
@@ -8,9 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import ScoreLongCLIPOptions, UsageError, parse_options, run, summarize
 from tests.support.captions import CAPTIONS
+from tests.support.fuzz import json_lines
 from tests.support.images import BAD_IMAGE_REASONS
 from tests.support.paths import REPO_ROOT
 from tests.support.reference_longclip import reference_score
@@ -325,3 +329,23 @@ def test_file_urls_and_a_line_length_limit(tmp_path, longclip_checkpoint, good_i
     assert (dead["reason"], dead["raw"], dead["source"]) == ("line_too_long", long[:1024], str(tmp_path / "in.jsonl"))
     assert f"is {len(long)} bytes, more than --max_line_bytes" in dead["error"]
     assert summarize(result)["dead_lettered_line_too_long"] == 1
+
+
+@settings(max_examples=2)
+@given(lines=st.lists(json_lines(["rgb.png", "no_such.png"]), min_size=20, max_size=40))
+def test_fuzzed_lines_through_the_job_each_come_out_once(tmp_path, longclip_checkpoint, good_images, lines):
+    """Fuzzing the job: JSON lines, damaged ones, deep ones and raw bytes; each line becomes exactly one scored
+    record or one dead-letter entry, and the job does not fail."""
+    folder = tmp_path / str(next(_FUZZ_RUNS))
+    folder.mkdir()
+    (folder / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    result = run(
+        ["--input", str(folder / "in.jsonl"), "--output", str(folder / "scored"), "--model", str(longclip_checkpoint)]
+        + ["--image_root", str(good_images["rgb.png"].parent), "--max_batch_size", "8"]
+    )
+    scored, dead = _read_jsonl(folder / "scored"), _read_jsonl(folder / "scored.dead_letter")
+    assert len(scored) + len(dead) == len(lines) == summarize(result)["read"]
+    assert all(0.0 <= record["longclip_score"] <= 1.0 for record in scored)
+
+
+_FUZZ_RUNS = itertools.count()

@@ -1,5 +1,6 @@
 """ScoreLongCLIP in real Beam pipelines: exact scores, every record once, failures with reasons."""
 
+import itertools
 import json
 import math
 
@@ -9,6 +10,8 @@ import torch
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import window
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.captions import CAPTIONS
 from tests.support.images import BAD_IMAGE_REASONS
@@ -383,3 +386,31 @@ def test_a_stream_goes_on_past_a_record_the_model_always_fails_on(tmp_path, long
     pipeline.run().wait_until_finish()
     assert sorted((tmp_path / "scored").read_text().split()) == ["0", "2", "3"]
     assert (tmp_path / "failed").read_text().split() == ["1:inference_failed"]
+
+
+@settings(max_examples=3)
+@given(data=st.data())
+def test_fuzzed_records_and_damaged_images_each_come_out_once(tmp_path, longclip_checkpoint, good_images, data):
+    """Fuzzing: records with fields of any type, pointing at image files of every format with damaged bytes,
+    through a real pipeline: each comes out exactly once, scored or 0.0 with a reason; no worker fails."""
+    from tests.support.fuzz import mutated_image, records
+
+    run = tmp_path / str(next(_FUZZ_RUNS))
+    run.mkdir()
+    paths = []
+    for number in range(6):
+        name, damaged = data.draw(mutated_image(good_images))
+        paths.append(str(run / f"{number}-{name}"))
+        (run / f"{number}-{name}").write_bytes(damaged)
+    paths += [str(good_images["rgb.png"]), str(run / "missing.png")]
+    inputs = [{**data.draw(records(paths)), "id": n} for n in range(24)]
+    score = ScoreLongCLIP(str(longclip_checkpoint), batching=BatchSettings(max_batch_size=4))
+    outputs, _ = _run(inputs, score, run)
+    assert sorted(out["id"] for out in outputs) == list(range(len(inputs)))
+    for out in outputs:
+        assert 0.0 <= out["longclip_score"] <= 1.0
+        if out["longclip_score_reason"] is not None:
+            assert out["longclip_score_reason"] in errors.REASON_CODES and out["longclip_score"] == 0.0
+
+
+_FUZZ_RUNS = itertools.count()
