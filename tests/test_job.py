@@ -272,6 +272,10 @@ def test_stored_weights_flag_scores_the_checkpoint_as_stored(
                 assert abs(record["longclip_score"] - want) < 1e-6 < abs(record["longclip_score"] - other)
 
 
+DATAFLOW_DRY_RUN = ["--runner", "DataflowRunner", "--project", "test-project", "--region", "us-central1"]
+DATAFLOW_DRY_RUN += ["--temp_location", "gs://b/tmp", "--no_auth", "--dry_run=True"]
+
+
 def test_inputs_and_outputs_that_cannot_work_fail_before_the_job_starts(tmp_path, longclip_checkpoint):
     """Each exits 2 with one line saying what to fix (a missing --input file used to end in a traceback, exit 1)."""
     (tmp_path / "in.jsonl").write_text('{"text": "a cat"}\n')
@@ -296,6 +300,11 @@ def test_inputs_and_outputs_that_cannot_work_fail_before_the_job_starts(tmp_path
             "--resume writes files only: leave out --dead_letter_topic",
         ),
         (["--input", str(tmp_path / "in.jsonl"), "--output", "o", "--max_line_bytes", "0"], "--max_line_bytes: must"),
+        (
+            ["--input", str(tmp_path / "in.jsonl"), "--output", "gs://b/o", *DATAFLOW_DRY_RUN],
+            "--input: " + repr(str(tmp_path / "in.jsonl")) + " is on this machine, out of the workers' reach",
+        ),
+        (["--input", "gs://b/in.jsonl", "--output", "gs://b/o", "--resume", *DATAFLOW_DRY_RUN], "--resume runs on"),
     ]
     for args, message in cases:
         with pytest.raises(UsageError) as caught:
