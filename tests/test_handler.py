@@ -6,8 +6,14 @@ import shutil
 from tests.support.captions import CAPTIONS
 from tests.support.faults import POISON, FaultyHandler, read_calls
 from tests.support.reference_longclip import reference_score
-from transforms import BatchSettings, LongCLIPModelHandler, ModelSettings, PairPreparer, PreparedPair
-from transforms.beam.faults import InferenceFailure
+from transforms import (
+    BatchSettings,
+    InferenceFailure,
+    LongCLIPModelHandler,
+    ModelSettings,
+    PairPreparer,
+    PreparedPair,
+)
 from transforms.beam.handler import _unique_images
 
 
