@@ -30,7 +30,7 @@ WORKDIR /template
 # The runtime pins of requirements.txt, less apache-beam (the base image's), torch/torchvision (above)
 # and the dev-only tools (tests, lint, the GCS emulator, the browser test's websocket client).
 COPY requirements.txt ./
-RUN grep -v -E '^[[:space:]]*(apache-beam|torch|torchvision|pytest|transformers|ruff|gcp-storage-emulator|websockets)([[:space:]=<>!~\[;]|$)' \
+RUN grep -v -E '^[[:space:]]*(apache-beam|torch|torchvision|pytest|hypothesis|transformers|ruff|gcp-storage-emulator|websockets)([[:space:]=<>!~\[;]|$)' \
         requirements.txt > /tmp/requirements-worker.txt \
     && pip install --no-cache-dir -r /tmp/requirements-worker.txt \
     && rm /tmp/requirements-worker.txt

@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 # The BigQuery API emulator the tests start; its pins clash with Beam's, so it has a venv of its own.
 BQ_VENV ?= .venv-bqemulator
 
-.PHONY: venv bqemulator browser demo lint test bench bench-streaming bench-large-images generated clean
+.PHONY: venv bqemulator browser demo lint test bench bench-streaming bench-large-images bench-long-lines generated clean
 
 venv: $(VENV)/.installed
 
@@ -54,6 +54,10 @@ bench-streaming: venv bqemulator
 # Peak memory of the job on eight 9000x9000 PNGs (at the default pixel limit) by --prepare_threads.
 bench-large-images: venv
 	$(PY) -m bench.large_images $(BENCH_ARGS)
+
+# One long JSONL line through Beam's text reader and through the job's (pipeline/lines.py), side by side.
+bench-long-lines: venv
+	$(PY) -m bench.long_lines $(BENCH_ARGS)
 
 # The README's flag table and the Flex Template metadata, from the flag declarations (pipeline/flags.py).
 generated: venv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -16,13 +17,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except flags.UsageError as exc:
         flags.argument_parser().error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from pipeline.job import report, run
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_JobLogs())
+    from pipeline.job import log_failure, report, run
 
     try:
         result = run(argv, wait=False)
     except flags.UsageError as exc:
         flags.argument_parser().error(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a local batch job runs within run(): say what stopped it
+        log_failure(exc)
+        return 1
     return report(result)
+
+
+class _JobLogs(logging.Filter):
+    """Beam's INFO is its runner's chatter, not what the job does: keep Beam's warnings and errors, and what
+    worker processes log from the job's own code (the local runner passes it on as Beam's)."""
+
+    WORKER_LOGS = "apache_beam.runners.portability.local_job_service"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or not record.name.startswith("apache_beam"):
+            return True
+        if record.name != self.WORKER_LOGS:
+            return False
+        location = re.search(r'log_location: "([^"]*)"', record.getMessage())
+        return location is not None and "apache_beam" not in location.group(1)
 
 
 if __name__ == "__main__":

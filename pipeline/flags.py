@@ -82,6 +82,19 @@ class InputOptions:
         label="Attributes field",
         regex=r"^[^\s]+$",
     )
+    max_line_bytes: int = setting(
+        16 * 1024 * 1024,
+        "--input lines longer than this many bytes go to the dead letter as line_too_long (their first KiB kept)",
+        label="Line length limit (bytes)",
+        minimum=1,
+    )
+    input_part_bytes: int = setting(
+        4 * 1024 * 1024,
+        "--input files are read in parts of at most this many bytes, each in one go (in parallel on Dataflow); "
+        "with --resume, each part's outputs are written as soon as it is done",
+        label="Input part size (bytes)",
+        minimum=1,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -135,6 +148,13 @@ class OutputOptions:
         label="Dead-letter BigQuery table",
         param_type="BIGQUERY_TABLE",
         regex=TABLE,
+    )
+    resume: bool = setting(
+        False,
+        "local batch jobs over --input files: write each input part's outputs once it is done "
+        "(<output>-part-ID.jsonl) and skip the parts whose outputs are there, so a stopped job run again with the "
+        "same flags goes on where it stopped",
+        label="Resume",
     )
 
     def __post_init__(self) -> None:

@@ -4,8 +4,9 @@ dead letter (files, a Pub/Sub topic and/or a BigQuery table) for what is not a J
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import nullcontext
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -19,10 +20,11 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline import bigquery, flags, progress, records, workers
+from pipeline import bigquery, flags, progress, records, resume, workers
 from pipeline.filters import KeepByScore
 from pipeline.flags import UsageError
 from pipeline.options import ScoreLongCLIPOptions
+from pipeline.parts import InputPart, InputProblem, is_local_path, local_path, plan_parts
 from pipeline.progress import ProgressMonitor
 from pipeline.sinks import PublishJson, WriteJsonLines
 from pipeline.sources import ReadJsonLines, ReadPubSubRecords
@@ -66,8 +68,15 @@ def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
             "--keep_top_fraction needs every score before it can cut, so it works in batch jobs only; "
             "in streaming use --keep_min_score"
         )
+    if known.resume:
+        _check_resume(known, standard.streaming)
     if standard.runner is None:
         standard.runner = flags.DEFAULT_LOCAL_STREAMING_RUNNER if standard.streaming else flags.DEFAULT_LOCAL_RUNNER
+    if known.resume and not is_local(options):
+        raise UsageError(
+            "--resume runs on the local runners; on Dataflow the service itself retries failed work (see the "
+            "README, Resuming a stopped batch job)"
+        )
     if is_local(options):
         if known.id_label:
             raise UsageError("--id_label works on the DataflowRunner only; Beam's local runners cannot deduplicate")
@@ -83,8 +92,118 @@ def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
     return options
 
 
+def _check_resume(known, streaming: bool) -> None:
+    if streaming or not known.input:
+        raise UsageError("--resume is for batch jobs over --input files (a Pub/Sub subscription keeps its own place)")
+    if not known.output:
+        raise UsageError("--resume writes files: add --output")
+    others = [
+        f"--{name}" for name in ("output_table", "dead_letter_table", "dead_letter_topic") if getattr(known, name)
+    ]
+    if others:
+        raise UsageError(
+            f"--resume writes files only: leave out {', '.join(others)} (rows or messages of a stopped run "
+            "would be sent again); load the files afterwards instead"
+        )
+    if known.max_batch_duration_secs is not None:
+        raise UsageError("--resume cannot take --max_batch_duration_secs (batches must not outlive a part)")
+    if known.keep_min_score is not None or known.keep_top_fraction is not None:
+        raise UsageError(
+            "--resume cannot filter yet (--keep_top_fraction needs every score at once, and a part's rejected "
+            "records would need outputs of their own): score with --resume, then filter the files, e.g. with "
+            "python -m pipeline.report's keep_top_thresholds"
+        )
+
+
 def is_local(options: PipelineOptions) -> bool:
     return options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS
+
+
+class InputPlan(NamedTuple):
+    """The parts of the --input files, and the ones this run reads (all, unless --resume found some done)."""
+
+    parts: tuple[InputPart, ...]
+    todo: tuple[InputPart, ...]
+
+    def total_bytes(self) -> Optional[int]:
+        """The bytes this run reads, for percent done; None when a part is compressed (its size is not known)."""
+        if any(part.compressed for part in self.todo):
+            return None
+        return sum(part.end - part.start for part in self.todo)
+
+
+def check_files(options: PipelineOptions) -> Optional[InputPlan]:
+    """Finds the --input files and checks the output locations before the job starts; `file://` paths
+    become local ones. With --resume, leaves out the parts whose outputs are there. Raises `UsageError`."""
+    job = options.view_as(ScoreLongCLIPOptions)
+    local = is_local(options)
+    for flag in ("input", "output", "dead_letter"):
+        value = getattr(job, flag)
+        if not value:
+            continue
+        try:
+            value = local_path(value)
+        except InputProblem as exc:
+            raise UsageError(f"--{flag}: {exc}") from None
+        setattr(job, flag, value)
+        if is_local_path(value) and not local:
+            raise UsageError(f"--{flag}: {value!r} is on this machine, out of the workers' reach: use a gs:// path")
+        if flag != "input" and is_local_path(value):
+            _check_output_prefix(flag, value)
+    if not job.input:
+        return None
+    try:
+        plan = plan_input(job)
+    except InputProblem as exc:
+        raise UsageError(f"--input: {exc}") from None
+    size = sum(part.end - part.start for part in plan.parts)
+    files = len({part.path for part in plan.parts})
+    _LOGGER.info("Input: %d file(s) matching %s, %s in %d part(s)", files, job.input, _size(size), len(plan.parts))
+    if job.resume:
+        old = resume.unresumable_outputs(job.output)
+        if old:
+            raise UsageError(
+                f"--output: {old[0]} is from a run without --resume; with it some lines would come out twice: "
+                "pass a new --output, or move those files away"
+            )
+        done = len(plan.parts) - len(plan.todo)
+        done_bytes = sum(part.end - part.start for part in plan.parts if part not in plan.todo)
+        _LOGGER.info(
+            "Resume: %d of %d part(s) (%s) already have their outputs and are not read again; %d to go",
+            done,
+            len(plan.parts),
+            _size(done_bytes),
+            len(plan.todo),
+        )
+    return plan
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def plan_input(options: ScoreLongCLIPOptions) -> InputPlan:
+    """The parts of --input; with --resume, those without outputs under --output. Raises `InputProblem`."""
+    parts = tuple(plan_parts(options.input, options.input_part_bytes))
+    todo = resume.progress(parts, options.output).todo if options.resume else parts
+    return InputPlan(parts, todo)
+
+
+def _check_output_prefix(flag: str, prefix: str) -> None:
+    """A local output prefix names files in a folder that exists or can be made, and can be written."""
+    if prefix.endswith(os.sep) or os.path.isdir(prefix):
+        example = os.path.join(prefix, "scored")
+        raise UsageError(f"--{flag}: {prefix!r} is a folder; give a path prefix in it, such as {example!r}")
+    existing = os.path.dirname(os.path.abspath(prefix))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"--{flag}: {existing!r} is a file, so no folder can be made there for {prefix!r}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--{flag}: cannot write in {existing!r} (permission denied)")
 
 
 def check_model_here(options: PipelineOptions) -> None:
@@ -129,14 +248,21 @@ def ensure_tables(options: PipelineOptions) -> None:
         setattr(job, flag, resolved)
 
 
-def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions, progress_folder: Optional[str] = None) -> None:
+def build(
+    pipeline: beam.Pipeline,
+    options: ScoreLongCLIPOptions,
+    plan: Optional[InputPlan] = None,
+    progress_folder: Optional[str] = None,
+) -> None:
     """Adds read → parse → ScoreLongCLIP → (filter →) write, and the dead letter, to `pipeline`.
 
-    `progress_folder`: a local batch job's `ProgressMonitor` folder, where records read and scored are tallied.
+    `plan`: the input parts from `check_files` (found here when not given). `progress_folder`: a local batch
+    job's `ProgressMonitor` folder, where records read and scored are tallied.
     """
     if options.input:
-        parsed = pipeline | "ReadJsonLines" >> ReadJsonLines(options.input, progress_folder)
-        total_bytes = progress.input_size(options.input)
+        plan = plan or plan_input(options)
+        parsed = pipeline | "ReadJsonLines" >> ReadJsonLines(plan.todo, options.max_line_bytes, progress_folder)
+        total_bytes = plan.total_bytes()
         if total_bytes is not None:  # for percent done on Dataflow, beside pipeline/input_bytes_read
             _ = pipeline | "InputSize" >> beam.Create([total_bytes]) | "CountInputBytes" >> beam.Map(_count_input_bytes)
     else:
@@ -169,6 +295,14 @@ def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions, progress_folde
         ]
     else:
         scored = parsed.records | SCORE_STEP >> score
+    if options.resume:
+        tagged = (
+            scored | "TagScored" >> beam.Map(lambda record: (resume.SCORED, record)),
+            dead_letters[0] | "TagDeadLetters" >> beam.Map(lambda entry: (resume.DEAD, entry)),
+        )
+        dead_letter = options.dead_letter or f"{options.output}.dead_letter"
+        tagged | "Tagged" >> beam.Flatten() | "WriteParts" >> resume.WriteParts(plan.todo, options.output, dead_letter)
+        return
     rejected = None
     if flags.filtering(options):
         scored, rejected = scored | "KeepByScore" >> KeepByScore(
@@ -214,6 +348,25 @@ def _count_input_bytes(total_bytes: int) -> None:
     Metrics.counter(records.METRICS_NAMESPACE, "input_bytes").inc(total_bytes)
 
 
+def _log_outputs(job: ScoreLongCLIPOptions) -> None:
+    """Says where the job reads from (Pub/Sub; files are said by `check_files`) and where every record goes."""
+    if not job.input:
+        _LOGGER.info("Input: Pub/Sub %s", job.input_subscription or f"{job.input_topic} (temporary subscription)")
+    scored = []
+    if job.output:
+        scored.append(f"{job.output}-part-ID.jsonl files" if job.resume else f"{job.output}-*.jsonl files")
+    if job.output_table:
+        scored.append(f"BigQuery table {job.output_table}")
+    dead = [f"BigQuery table {job.dead_letter_table}"] if job.dead_letter_table else []
+    if job.dead_letter_topic:
+        dead.append(f"Pub/Sub topic {job.dead_letter_topic}")
+    if job.dead_letter or (job.output and not dead):
+        name = "-part-ID.jsonl" if job.resume else "-*.jsonl"
+        dead.append(f"{job.dead_letter or job.output + '.dead_letter'}{name} files")
+    _LOGGER.info("Scored records (score 0.0 with a reason when they cannot be) go to %s", " and ".join(scored))
+    _LOGGER.info("Dead letters (lines that are not JSON objects, refused rows) go to %s", " and ".join(dead))
+
+
 def _log_unwritable(entry: dict) -> None:
     """The last resort for a dead-letter entry BigQuery refused: the worker log, at ERROR, in full."""
     _LOGGER.error("BigQuery refused a dead-letter entry; it is kept here only: %s", records.to_json(entry))
@@ -239,22 +392,41 @@ def run(
     ensure_tables(options)  # after the checks that need no network
     if is_local(options):
         check_model_here(options)
+    plan = check_files(options)
+    _log_outputs(options.view_as(ScoreLongCLIPOptions))
     options.view_as(SetupOptions).save_main_session = save_main_session
+    if options.view_as(ScoreLongCLIPOptions).resume:
+        return _run_part_by_part(options, plan)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     job = options.view_as(ScoreLongCLIPOptions)
     reports = job.input and is_local(options) and progress_interval_secs
     # A local batch job runs inside `pipeline.run()`: the monitor's thread reports while it does.
     with (
-        ProgressMonitor(progress.input_size(job.input), progress_interval_secs) if reports else nullcontext() as monitor
-    ):
+        ProgressMonitor(plan.total_bytes() if plan else None, progress_interval_secs) if reports else nullcontext()
+    ) as monitor:
         try:  # building reads the checkpoint's header (its input sizes), here, once: workers only load the model
-            build(pipeline, job, monitor.folder if monitor else None)
+            build(pipeline, job, plan, monitor.folder if monitor else None)
         except (CheckpointNotFoundError, CheckpointFormatError) as exc:
             raise UsageError(f"--model: {exc}") from None
         result = pipeline.run()
         if wait:
             result.wait_until_finish()
     return result
+
+
+def _run_part_by_part(options: PipelineOptions, plan: InputPlan) -> PipelineResult:
+    """--resume: one local pipeline per input part, each ending with the part's files in place, so a job
+    stopped at any point loses at most the part it was on. (Beam's local runner runs a pipeline stage by
+    stage, so within one pipeline no part would be done before all are read.)"""
+    results = []
+    for number, part in enumerate(plan.todo, 1):
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, options.view_as(ScoreLongCLIPOptions), InputPlan(plan.parts, (part,)))
+        result = pipeline.run()
+        result.wait_until_finish()
+        results.append(result)
+        _LOGGER.info("Part %d of %d done: %s, bytes %d to %d", number, len(plan.todo), part.path, part.start, part.end)
+    return resume.PartByPartResult(results)
 
 
 def summarize(result: PipelineResult) -> dict[str, int]:
@@ -270,10 +442,12 @@ def summarize(result: PipelineResult) -> dict[str, int]:
 def report(result: PipelineResult) -> int:
     """Waits for the job (Ctrl-C cancels a local one) and logs what became of every input record.
 
-    Returns the process exit code: 0, or 130 when a Dataflow job was left running on Ctrl-C.
+    Returns the process exit code: 0; 1 when the job failed (e.g. Pub/Sub unreachable from the local
+    runner), after logging why and the counts so far; 130 when a Dataflow job was left running on Ctrl-C.
     """
     from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
 
+    failed = False
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:
@@ -282,10 +456,14 @@ def report(result: PipelineResult) -> int:
             return 130
         _LOGGER.info("Interrupted: cancelling the job")
         result.cancel()
+    except Exception as exc:  # noqa: BLE001 - whatever stopped the job, say so and give the counts
+        log_failure(exc)
+        failed = True
     counts = summarize(result)
     logger = logging.getLogger("pipeline")
     logger.info(
-        "Done: %d records read, %d scored, %d scored 0.0 with an error, %d dead-lettered, %d captions truncated",
+        "%s: %d records read, %d scored, %d scored 0.0 with an error, %d dead-lettered, %d captions truncated",
+        "Stopped by the failure above" if failed else "Done",
         counts.get("read", 0),
         counts.get("scored", 0),
         counts.get("failed", 0),
@@ -295,6 +473,13 @@ def report(result: PipelineResult) -> int:
     if "kept" in counts or "rejected" in counts:
         logger.info("Filter: %d kept, %d rejected", counts.get("kept", 0), counts.get("rejected", 0))
     for name in sorted(counts):
-        if name.startswith(("failed_", "dead_lettered_", "bigquery_")):
+        if name.startswith(("failed_", "dead_lettered_", "bigquery_")) or name == resume.PARTS_DONE:
             logger.info("  %s: %d", name, counts[name])
-    return 0
+    return 1 if failed else 0
+
+
+def log_failure(exc: BaseException) -> None:
+    """The traceback, then one line that says what stopped the job (just before the counts)."""
+    _LOGGER.error("Traceback of the failure:", exc_info=exc)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    _LOGGER.error("The job failed: %s: %s", type(exc).__name__, first[:500])

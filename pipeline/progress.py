@@ -25,8 +25,8 @@ import time
 from typing import Optional, TextIO
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
+
+from pipeline.lines import line_bytes
 
 _LOGGER = logging.getLogger("pipeline")
 
@@ -35,20 +35,6 @@ BYTES = "bytes"
 SCORED = "scored"  # out of the scoring step, scored or failed
 DEAD_LETTERED = "dead_lettered"
 _WRITE_EVERY_SECS = 0.5
-
-
-def input_size(pattern: str) -> Optional[int]:
-    """Total bytes of the files `pattern` matches, or None when unknown (no match, or compressed files,
-    whose uncompressed size is not known in advance)."""
-    try:
-        files = FileSystems.match([pattern])[0].metadata_list
-    except Exception:  # the job's read reports a bad pattern better than this estimate can
-        return None
-    if not files:
-        return None
-    if any(CompressionTypes.detect_compression_type(f.path) != CompressionTypes.UNCOMPRESSED for f in files):
-        return None
-    return sum(f.size_in_bytes for f in files)
 
 
 class _ProcessTally:
@@ -106,7 +92,7 @@ class CountProgress(beam.DoFn):
     def process(self, element):
         self._tally.add(self._name, 1)
         if self._with_bytes:
-            self._tally.add(BYTES, len(element[1]) + 1)  # the line and its newline
+            self._tally.add(BYTES, line_bytes(element[1]) + 1)  # the line and its newline
         yield element
 
     def finish_bundle(self) -> None:

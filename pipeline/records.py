@@ -11,6 +11,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
 
+from pipeline.lines import LongLine
+
 METRICS_NAMESPACE = "pipeline"
 DEAD_LETTER = "dead_letter"
 
@@ -22,6 +24,7 @@ TOO_DEEP = "too_deep"
 BAD_UNICODE = "bad_unicode"
 ATTRIBUTES_KEY_TAKEN = "attributes_key_taken"
 BAD_TIMESTAMP = "bad_timestamp"
+LINE_TOO_LONG = "line_too_long"
 
 # Deeper records break Python's JSON parser and Beam's pickling (both recurse), stopping the job.
 MAX_NESTING = 64
@@ -58,9 +61,14 @@ def dead_letter_entry(
 
 
 def to_json(value) -> str:
-    """Strict JSON text: NaN and ±Infinity, which Python's parser accepts, are written as the strings
-    "NaN", "Infinity" and "-Infinity", so every reader (BigQuery, `bq load`, JavaScript) takes the output."""
-    return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+    """Strict JSON text on one line: NaN and ±Infinity, which Python's parser accepts, are written as the
+    strings "NaN", "Infinity" and "-Infinity", so every reader (BigQuery, `bq load`, JavaScript) takes the
+    output; U+0085, U+2028 and U+2029 are escaped, since `str.splitlines()` and others break lines there."""
+    text = json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+    return text.translate(_LINE_BREAKS) if not text.isascii() else text
+
+
+_LINE_BREAKS = {ord(character): f"\\u{ord(character):04x}" for character in "\x85\u2028\u2029"}
 
 
 def _finite(value):
@@ -115,6 +123,13 @@ def _check_values(record: dict) -> None:
                 stack.append((item, depth + 1))
 
 
+def long_line_message(line: LongLine) -> str:
+    return (
+        f"the line at byte {line.offset} is {line.length} bytes, more than --max_line_bytes; "
+        f"only its first {len(line.head)} bytes are kept here"
+    )
+
+
 class MalformedRecord(ValueError):
     def __init__(self, reason: str, message: str):
         super().__init__(f"{reason}: {message}")
@@ -123,7 +138,11 @@ class MalformedRecord(ValueError):
 
 
 class ParseJsonLines(beam.PTransform):
-    """`(source, line bytes)` pairs → dict records (main output) and dead-letter entries (`dead_letter`)."""
+    """`(source, line bytes)` pairs → dict records (main output) and dead-letter entries (`dead_letter`).
+
+    A line over the length limit comes as a `lines.LongLine`: it is dead-lettered as `line_too_long`,
+    with its first bytes.
+    """
 
     def expand(self, lines: beam.PCollection):
         return lines | "ParseJson" >> beam.ParDo(_ParseDoFn()).with_outputs(DEAD_LETTER, main="records")
@@ -133,10 +152,13 @@ class _ParseDoFn(beam.DoFn):
     def __init__(self):
         self._read = Metrics.counter(METRICS_NAMESPACE, "read")
 
-    def process(self, element: tuple[str, bytes]) -> Iterator:
+    def process(self, element: tuple[str, Union[bytes, LongLine]]) -> Iterator:
         source, raw = element
         self._read.inc()
         try:
+            if isinstance(raw, LongLine):
+                raw = raw.head
+                raise MalformedRecord(LINE_TOO_LONG, long_line_message(element[1]))
             yield parse_record(raw)
         except MalformedRecord as bad:
             Metrics.counter(METRICS_NAMESPACE, "dead_lettered").inc()

@@ -6,30 +6,41 @@ lines or messages that are not a JSON object).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import apache_beam as beam
-from apache_beam import coders
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.utils.timestamp import Timestamp
 
 from pipeline import progress, records
+from pipeline.lines import line_bytes, read_lines
+from pipeline.parts import InputPart
 
 
 class ReadJsonLines(beam.PTransform):
-    """Reads a JSONL file or glob (local or any Beam FileSystems URI).
+    """Reads the parts of JSONL files (`parts.plan_parts`), each line at most `max_line_bytes`.
 
-    Counts the bytes read (`pipeline/input_bytes_read`); with `progress_folder` (a local job's
-    `ProgressMonitor`), also tallies lines and bytes there as they are read.
+    Parts are spread over the workers and each is read in one go, in linear time. Every line carries the
+    index of its part in `parts` as its event time (see `part_of`). Counts the bytes read
+    (`pipeline/input_bytes_read`); with `progress_folder` (a local job's `ProgressMonitor`), also tallies
+    lines and bytes there as they are read.
     """
 
-    def __init__(self, file_pattern: str, progress_folder: Optional[str] = None):
+    def __init__(self, parts: Sequence[InputPart], max_line_bytes: int, progress_folder: Optional[str] = None):
         super().__init__()
-        self._pattern = file_pattern
+        self._parts = tuple(parts)
+        self._max_line_bytes = max_line_bytes
         self._progress_folder = progress_folder
 
     def expand(self, begin: beam.pvalue.PBegin):
-        lines = begin | "ReadLines" >> beam.io.ReadFromTextWithFilename(self._pattern, coder=coders.BytesCoder())
-        lines = lines | "CountBytes" >> beam.Map(_count_bytes)
+        lines = (
+            begin
+            | "Parts" >> beam.Create(list(enumerate(self._parts)))
+            | "ReadLines" >> beam.FlatMap(_lines, self._max_line_bytes)
+            | "CountBytes" >> beam.Map(_count_bytes)
+        )
         if self._progress_folder:
             lines = lines | "Progress" >> beam.ParDo(
                 progress.CountProgress(self._progress_folder, progress.READ, with_bytes=True)
@@ -37,9 +48,23 @@ class ReadJsonLines(beam.PTransform):
         return lines | "Parse" >> records.ParseJsonLines()
 
 
-def _count_bytes(line: tuple[str, bytes]) -> tuple[str, bytes]:
-    Metrics.counter(records.METRICS_NAMESPACE, "input_bytes_read").inc(len(line[1]) + 1)
+def _count_bytes(line: tuple[str, object]) -> tuple[str, object]:
+    Metrics.counter(records.METRICS_NAMESPACE, "input_bytes_read").inc(line_bytes(line[1]) + 1)
     return line
+
+
+def part_of(timestamp: Timestamp) -> int:
+    """The index of a line's part, from the event time `ReadJsonLines` gave it (and every step keeps)."""
+    return int(timestamp.micros // 1_000_000)
+
+
+def _lines(indexed_part: tuple[int, InputPart], max_line_bytes: int):
+    index, part = indexed_part
+    stamp = Timestamp(seconds=index)
+    compression = CompressionTypes.AUTO if part.compressed else CompressionTypes.UNCOMPRESSED
+    with FileSystems.open(part.path, compression_type=compression) as stream:
+        for line in read_lines(stream, part.start, None if part.compressed else part.end, max_line_bytes):
+            yield beam.window.TimestampedValue((part.path, line), stamp)
 
 
 class ReadPubSubRecords(beam.PTransform):

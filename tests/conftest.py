@@ -7,10 +7,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from tests.support.checkpoints import save_checkpoint
 from tests.support.emulators import GCP_PROJECT
 from tests.support.images import write_bad_images, write_good_images
+
+# Property-based tests: no example database in the work tree; the same examples on every CI run (a failure
+# there is reproducible); no per-example deadline on a shared, busy machine. Each test sets its own count.
+settings.register_profile(
+    "longclip",
+    database=None,
+    deadline=None,
+    derandomize=os.environ.get("CI") == "true",
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("longclip")
 
 
 @pytest.fixture(scope="session")

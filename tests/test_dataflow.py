@@ -288,7 +288,8 @@ def test_dockerfile_installs_the_runtime_requirements_only():
     kept.discard("")
     kept = {name for name in kept if not name.startswith("#")}
     assert kept == set(_requirement_pins()) - {
-        "apache-beam", "torch", "torchvision", "pytest", "transformers", "ruff", "gcp-storage-emulator", "websockets",
+        "apache-beam", "torch", "torchvision", "pytest", "hypothesis", "transformers", "ruff", "gcp-storage-emulator",
+        "websockets",
     }  # fmt: skip
 
 

@@ -1,14 +1,18 @@
 """LongCLIPModelHandler: each distinct image stacked once, every pair scored like the original code; the input
-sizes come from the header or the settings, and a checkpoint that does not fit them is refused."""
+sizes come from the header or the settings, a checkpoint that does not fit them is refused, and faults inside
+the model are isolated to the records that cause them."""
 
 import shutil
 
 import pytest
 
 from tests.support.captions import CAPTIONS
+from tests.support.faults import POISON, FaultyHandler, read_calls
 from tests.support.reference_longclip import reference_score
 from transforms import (
+    BatchSettings,
     CheckpointFormatError,
+    InferenceFailure,
     InputSizes,
     LongCLIPModelHandler,
     ModelSettings,
@@ -53,3 +57,43 @@ def test_a_checkpoint_that_does_not_fit_the_prepared_records_is_refused_on_load(
     read = LongCLIPModelHandler(ModelSettings(model=str(longclip_checkpoint), device="cpu"))
     assert read.input_sizes() == InputSizes(32, 248)
     assert read.load_model().image_resolution == 32
+
+
+def _pairs(good_images, texts):
+    preparer = PairPreparer(image_resolution=32, context_length=248)
+    image = preparer.load_image({"image_path": str(good_images["rgb.png"])})
+    return [PreparedPair(image.pixels, preparer.tokenize_text({"text": t}).ids, t, image.digest) for t in texts]
+
+
+def test_a_record_the_model_fails_on_is_given_up_alone_and_the_rest_scored(
+    tmp_path, longclip_checkpoint, longclip_state_dict, good_images
+):
+    texts = [f"a photo number {i}" for i in range(8)]
+    texts[5] = POISON
+    handler = FaultyHandler(str(longclip_checkpoint), calls_log=tmp_path / "calls")
+    results = handler.run_inference(_pairs(good_images, texts), handler.load_model())
+    assert [r.example.context for r in results] == texts
+    for text, result in zip(texts, results, strict=True):
+        if text == POISON:
+            assert isinstance(result.inference, InferenceFailure)
+            assert result.inference.message.startswith("RuntimeError: CUDA error: an illegal memory access")
+        else:
+            want = reference_score(longclip_state_dict, good_images["rgb.png"], text)
+            assert abs(result.inference - want) < 1e-6
+    # 8 fails; 4 + 4: the good half scores; the bad one splits into 2 + 2, and its bad half into 1 + 1.
+    assert read_calls(tmp_path / "calls") == [
+        (8, "fault"), (4, "ok"), (4, "fault"), (2, "fault"), (1, "ok"), (1, "fault"), (2, "ok"),
+    ]  # fmt: skip
+
+
+def test_out_of_memory_lowers_the_batch_size_of_later_batches(tmp_path, longclip_checkpoint, good_images):
+    handler = FaultyHandler(
+        str(longclip_checkpoint), BatchSettings(max_batch_size=8), oom_above=3, calls_log=tmp_path / "calls"
+    )
+    model = handler.load_model()
+    first = handler.run_inference(_pairs(good_images, [f"cat {i}" for i in range(8)]), model)
+    assert all(isinstance(result.inference, float) for result in first)
+    assert read_calls(tmp_path / "calls") == [(8, "oom"), (4, "oom"), (2, "ok"), (2, "ok"), (2, "ok"), (2, "ok")]
+    second = handler.run_inference(_pairs(good_images, [f"dog {i}" for i in range(5)]), model)
+    assert all(isinstance(result.inference, float) for result in second)
+    assert read_calls(tmp_path / "calls")[6:] == [(2, "ok"), (2, "ok"), (1, "ok")], "no batch runs out again"

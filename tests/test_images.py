@@ -1,13 +1,17 @@
 """Every way a record's image or text can be bad gives a reason code; good images of every kind decode."""
 
 import io
+import itertools
 import os
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from tests.support.fuzz import mutated_image
 from transforms import ImageSettings
 from transforms import reasons as errors
 from transforms.inputs.images import ENABLED_FORMATS, decode_image
@@ -188,3 +192,28 @@ def test_messages_never_quote_the_files_content(tmp_path):
     with pytest.raises(InputError) as caught:
         decode_image(truncated.getvalue()[:-300])
     assert caught.value.code == errors.IMAGE_UNDECODABLE and caught.value.message.endswith("the file is truncated")
+
+
+@settings(max_examples=250)
+@given(data=st.data())
+def test_mutated_images_of_every_format_decode_or_fail_with_a_reason(tmp_path, good_images, small_preparer, data):
+    """Fuzzing: image files of every supported format with bytes damaged or cut decode, or fail with an image
+    reason code, never with another exception (which would fail the worker's bundle)."""
+    name, damaged = data.draw(mutated_image(good_images))
+    path = tmp_path / f"{next(_FUZZ_NUMBERS)}-{name}"
+    path.write_bytes(damaged)
+    try:
+        pixels = small_preparer.load_image({"image_path": str(path)}).pixels
+    except InputError as error:
+        assert error.code in (errors.IMAGE_UNDECODABLE, errors.IMAGE_TOO_LARGE), error
+        return
+    assert pixels.shape == (3, 32, 32) and pixels.dtype == torch.uint8
+
+
+_FUZZ_NUMBERS = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def small_preparer():
+    """Damaged headers can claim large sizes: a low pixel limit keeps each example quick."""
+    return PairPreparer(image_resolution=32, context_length=248, images=ImageSettings(max_image_pixels=4_000_000))

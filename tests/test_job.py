@@ -1,5 +1,6 @@
 """`python -m pipeline` run as a user runs it: every input line comes out exactly once."""
 
+import itertools
 import json
 import math
 import os
@@ -9,10 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline import ScoreLongCLIPOptions, parse_options, run, summarize
+from pipeline import ScoreLongCLIPOptions, UsageError, parse_options, run, summarize
 from tests.support.adversarial import MALFORMED, write_corpus
 from tests.support.captions import CAPTIONS
+from tests.support.fuzz import json_lines
 from tests.support.images import BAD_IMAGE_REASONS
 from tests.support.paths import REPO_ROOT
 from tests.support.reference_longclip import reference_score
@@ -120,6 +124,9 @@ def test_cli_accounts_for_every_line_with_exact_scores(
     assert all(d["source"].endswith("in.jsonl") for d in dead)
     assert f"Done: {total_lines} records read" in done.stderr
     assert not list((tmp_path / "out").glob("*rejected*")) and "Filter:" not in done.stderr  # no filter, no change
+    # INFO says what the job does, not what Beam does inside.
+    assert "Input: 1 file(s) matching" in done.stderr and "Scored records (score 0.0 with a reason" in done.stderr
+    assert "Converting string literal type hint" not in done.stderr and " INFO apache_beam" not in done.stderr
 
 
 def test_keep_top_fraction_puts_every_line_in_kept_rejected_or_dead_letter(
@@ -342,3 +349,91 @@ def test_adversarial_records_come_out_once_with_their_reasons_nothing_leaked_and
     arrivals = [request.at for request in image_server.requests if request.at > job_started]
     spread = max(arrivals) - min(arrivals)
     assert spread < 3 * deadline + 1, f"requests spread over {spread:.1f} s"
+
+
+DATAFLOW_DRY_RUN = ["--runner", "DataflowRunner", "--project", "test-project", "--region", "us-central1"]
+DATAFLOW_DRY_RUN += ["--temp_location", "gs://b/tmp", "--no_auth", "--dry_run=True"]
+
+
+def test_inputs_and_outputs_that_cannot_work_fail_before_the_job_starts(tmp_path, longclip_checkpoint):
+    """Each exits 2 with one line saying what to fix (a missing --input file used to end in a traceback, exit 1)."""
+    (tmp_path / "in.jsonl").write_text('{"text": "a cat"}\n')
+    (tmp_path / "a_file").write_text("")
+    model = ["--model", str(longclip_checkpoint)]
+    cases = [
+        (["--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")], "--input: no file matches"),
+        (["--input", str(tmp_path), "--output", str(tmp_path / "o")], "is a folder: give a file, or a glob such as"),
+        (["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path)], "--output: " + repr(str(tmp_path))),
+        (
+            ["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "a_file" / "scored")],
+            "is a file, so no folder can be made there",
+        ),
+        (
+            ["--input", str(tmp_path / "in.jsonl"), "--output", "o", "--dead_letter", str(tmp_path / "a_file/x/d")],
+            "--dead_letter: ",
+        ),
+        (["--input", str(tmp_path / "in.jsonl"), "--output_table", "p:d.t", "--resume"], "--resume writes files"),
+        (
+            ["--input", str(tmp_path / "in.jsonl"), "--output", "o", "--dead_letter_topic", "projects/p/topics/t"]
+            + ["--resume"],
+            "--resume writes files only: leave out --dead_letter_topic",
+        ),
+        (["--input", str(tmp_path / "in.jsonl"), "--output", "o", "--max_line_bytes", "0"], "--max_line_bytes: must"),
+        (
+            ["--input", str(tmp_path / "in.jsonl"), "--output", "gs://b/o", *DATAFLOW_DRY_RUN],
+            "--input: " + repr(str(tmp_path / "in.jsonl")) + " is on this machine, out of the workers' reach",
+        ),
+        (["--input", "gs://b/in.jsonl", "--output", "gs://b/o", "--resume", *DATAFLOW_DRY_RUN], "--resume runs on"),
+    ]
+    for args, message in cases:
+        with pytest.raises(UsageError) as caught:
+            run(args + model)
+        assert message in str(caught.value) and "\n" not in str(caught.value), args
+    # The command line turns them into one line and exit code 2.
+    done = _cli("--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o"), *model)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"error: --input: no file matches {str(tmp_path / 'missing.jsonl')!r}: check the path (a glob may use *, ? "
+            "and [...])"
+        )
+    )
+
+
+def test_file_urls_and_a_line_length_limit(tmp_path, longclip_checkpoint, good_images):
+    """`file://` works as a local path for inputs and outputs; a line over --max_line_bytes is dead-lettered
+    with its own reason and its first bytes, and the lines after it are read."""
+    long = json.dumps({"id": "long", "image_path": str(good_images["rgb.png"]), "text": "word " * 100})
+    lines = [{"id": n, "image_path": str(good_images["rgb.png"]), "text": "a cat"} for n in range(3)]
+    (tmp_path / "in.jsonl").write_text("\n".join([json.dumps(lines[0]), long] + [json.dumps(r) for r in lines[1:]]))
+    result = run(
+        ["--input", (tmp_path / "in.jsonl").as_uri(), "--output", (tmp_path / "out" / "scored").as_uri()]
+        + ["--model", str(longclip_checkpoint), "--max_line_bytes", "300"]
+    )
+    assert sorted(r["id"] for r in _read_jsonl(tmp_path / "out" / "scored")) == [0, 1, 2]
+    (dead,) = _read_jsonl(tmp_path / "out" / "scored.dead_letter")
+    assert (dead["reason"], dead["raw"], dead["source"]) == ("line_too_long", long[:1024], str(tmp_path / "in.jsonl"))
+    assert f"is {len(long)} bytes, more than --max_line_bytes" in dead["error"]
+    assert summarize(result)["dead_lettered_line_too_long"] == 1
+
+
+@settings(max_examples=2)
+@given(lines=st.lists(json_lines(["rgb.png", "no_such.png"]), min_size=20, max_size=40))
+def test_fuzzed_lines_through_the_job_each_come_out_once(tmp_path, longclip_checkpoint, good_images, lines):
+    """Fuzzing the job: JSON lines, damaged ones, deep ones and raw bytes; each line becomes exactly one scored
+    record or one dead-letter entry, and the job does not fail."""
+    folder = tmp_path / str(next(_FUZZ_RUNS))
+    folder.mkdir()
+    (folder / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    result = run(
+        ["--input", str(folder / "in.jsonl"), "--output", str(folder / "scored"), "--model", str(longclip_checkpoint)]
+        + ["--image_root", str(good_images["rgb.png"].parent), "--max_batch_size", "8"]
+    )
+    scored, dead = _read_jsonl(folder / "scored"), _read_jsonl(folder / "scored.dead_letter")
+    assert len(scored) + len(dead) == len(lines) == summarize(result)["read"]
+    assert all(0.0 <= record["longclip_score"] <= 1.0 for record in scored)
+
+
+_FUZZ_RUNS = itertools.count()

@@ -13,7 +13,7 @@ import sys
 import time
 
 from pipeline import run
-from pipeline.progress import BYTES, DEAD_LETTERED, READ, SCORED, CountProgress, input_size, progress_line, read_counts
+from pipeline.progress import BYTES, DEAD_LETTERED, READ, SCORED, CountProgress, progress_line, read_counts
 from tests.support.captions import CAPTIONS
 from tests.support.paths import REPO_ROOT
 
@@ -29,13 +29,18 @@ def test_progress_line_estimates_percent_and_time_left():
 
 
 def test_input_size_is_known_only_for_uncompressed_files(tmp_path):
+    from pipeline.job import InputPlan
+    from pipeline.parts import plan_parts
+
     (tmp_path / "a.jsonl").write_bytes(b"x" * 100)
     (tmp_path / "b.jsonl").write_bytes(b"y" * 50)
-    assert input_size(str(tmp_path / "*.jsonl")) == 150
-    assert input_size(str(tmp_path / "none-*.jsonl")) is None
+    parts = tuple(plan_parts(str(tmp_path / "*.jsonl"), part_bytes=40))
+    assert InputPlan(parts, parts).total_bytes() == 150 and len(parts) > 2
+    assert InputPlan(parts, parts[1:]).total_bytes() == 150 - (parts[0].end - parts[0].start)
     with gzip.open(tmp_path / "c.jsonl.gz", "wb") as stream:
         stream.write(b"{}\n")
-    assert input_size(str(tmp_path / "*")) is None
+    parts = tuple(plan_parts(str(tmp_path / "*")))
+    assert InputPlan(parts, parts).total_bytes() is None
 
 
 def test_counts_of_several_worker_processes_add_up(tmp_path):
@@ -66,11 +71,18 @@ def _input(tmp_path, good_images, count=120) -> str:
     return str(tmp_path / "in.jsonl")
 
 
-def test_a_local_job_logs_progress_while_it_runs(tmp_path, longclip_checkpoint, good_images, caplog):
-    path = _input(tmp_path, good_images)
+def test_a_local_job_logs_progress_while_it_runs(tmp_path, longclip_checkpoint, image_server, caplog):
+    """Each image comes from a server that takes 0.1 s, two at a time: the job lasts about 6 s, whatever the
+    machine, so progress lines must show it part-way."""
+    lines = [
+        json.dumps({"id": i, "image_path": f"{image_server.url}/slow/0.1/rgb.png?{i}", "text": CAPTIONS["short"]})
+        for i in range(120)
+    ]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines + ["not json"]) + "\n")
+    path = str(tmp_path / "in.jsonl")
     argv = ["--input", path, "--output", str(tmp_path / "out"), "--model", str(longclip_checkpoint)]
     with caplog.at_level(logging.INFO, logger="pipeline"):
-        run(argv + ["--max_batch_size", "4"], progress_interval_secs=0.25)
+        run(argv + ["--max_batch_size", "1", "--prepare_threads", "1"], progress_interval_secs=0.25)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Progress: ")]
     assert len(lines) >= 3, lines
     pattern = r"Progress: ([\d,]+) records read, ([\d,]+) scored or failed(, ([\d.]+)% done)?"

@@ -1,13 +1,31 @@
 """Parsing JSONL lines and Pub/Sub messages: records, or a dead-letter reason, never an exception."""
 
 import json
+import pickle
 
 import apache_beam as beam
 import pytest
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline.records import MalformedRecord, ParsePubSubMessages, dead_letter_entry, parse_record, to_json
+from pipeline import records
+from pipeline.records import (
+    MalformedRecord,
+    ParsePubSubMessages,
+    _ParseMessageDoFn,
+    dead_letter_entry,
+    parse_record,
+    to_json,
+)
+from tests.support.fuzz import json_lines
+
+DEAD_LETTER_REASONS = {
+    records.NOT_UTF8, records.NOT_JSON, records.NOT_OBJECT, records.EMPTY_LINE, records.TOO_DEEP,
+    records.BAD_UNICODE, records.ATTRIBUTES_KEY_TAKEN, records.BAD_TIMESTAMP,
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -63,6 +81,14 @@ def test_output_json_is_strict():
     }
 
 
+def test_output_json_is_one_line_for_every_reader():
+    """Found by fuzzing: U+2028, U+2029 and U+0085 are legal in JSON strings, but `str.splitlines()` (and
+    JavaScript before ES2019) break lines there, so a JSONL file written raw read back as broken lines."""
+    text = to_json({"text": "a\u2028b\u2029c\x85d\x1ce", "é": "ü"})
+    assert len(text.splitlines()) == 1 and "é" in text
+    assert json.loads(text) == {"text": "a\u2028b\u2029c\x85d\x1ce", "é": "ü"}
+
+
 def test_pubsub_messages_take_their_event_time_from_the_attribute_or_go_to_the_dead_letter(tmp_path):
     """Beam's own source stops the job on a bad timestamp attribute; ours dead-letters the message."""
     messages = [
@@ -94,3 +120,38 @@ def test_pubsub_messages_take_their_event_time_from_the_attribute_or_go_to_the_d
         ('{"n": 5}', "bad_timestamp", "m5"),
     ]
     assert "'yesterday' is neither milliseconds" in dead[0]["error"] and "no attribute 'ts'" in dead[1]["error"]
+
+
+# Fuzzing: whatever a file or a publisher sends becomes a record or a dead-letter entry, never an exception.
+
+
+@settings(max_examples=400)
+@given(line=json_lines(["rgb.png", "http://127.0.0.1:9/x.png"]))
+def test_any_line_is_a_record_or_has_a_reason(line):
+    try:
+        record = parse_record(line)
+    except MalformedRecord as bad:
+        assert bad.reason in DEAD_LETTER_REASONS
+        json.loads(to_json(dead_letter_entry("f", line, bad.reason, bad.message)))
+        return
+    assert isinstance(record, dict)
+    pickle.loads(pickle.dumps(record))  # what Beam does to it between steps
+    json.loads(to_json(record))  # what the sinks do
+
+
+@settings(max_examples=300)
+@given(
+    data=json_lines(["rgb.png"]),
+    attributes=st.dictionaries(st.sampled_from(["ts", "n", "x"]), st.text(max_size=30) | st.integers().map(str)),
+    attributes_key=st.sampled_from([None, "attrs", "text"]),
+)
+def test_any_pubsub_message_gives_exactly_one_record_or_dead_letter(data, attributes, attributes_key):
+    parse = _ParseMessageDoFn("projects/p/subscriptions/s", attributes_key, "ts")
+    (out,) = list(parse.process(PubsubMessage(data, attributes, message_id="m1")))
+    if isinstance(out, beam.pvalue.TaggedOutput):
+        assert out.tag == "dead_letter" and out.value["reason"] in DEAD_LETTER_REASONS
+        assert out.value["message_id"] == "m1" and out.value["attributes"] == attributes
+        json.loads(to_json(out.value))
+    else:
+        assert isinstance(out.value, dict) and MIN_TIMESTAMP < out.timestamp < MAX_TIMESTAMP
+        pickle.loads(pickle.dumps(out.value))

@@ -1,5 +1,6 @@
 """ScoreLongCLIP in real Beam pipelines: exact scores, every record once, failures with reasons."""
 
+import itertools
 import json
 import math
 import shutil
@@ -13,6 +14,8 @@ import torch
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import window
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.captions import CAPTIONS
 from tests.support.images import BAD_IMAGE_REASONS
@@ -396,3 +399,108 @@ def test_stalled_reads_hold_back_no_record_past_its_deadline(image_server, silen
     assert sorted(left) == list(range(32)), "every record leaves once"
     assert max(delays.values()) < deadline + 1, sorted(delays.items(), key=lambda item: -item[1])[:5]
     assert total < 3 * deadline + 1, f"{total:.1f} s for 32 records: stalled reads were waited for in turn"
+
+
+def _write_lines(name: str, folder):
+    path = str(folder / name)
+    return beam.Map(lambda line: open(path, "a", encoding="utf-8").write(line + "\n"))
+
+
+def test_records_the_model_fails_on_leave_on_failed_and_the_rest_is_scored(
+    tmp_path, longclip_checkpoint, longclip_state_dict, good_images
+):
+    """An exception inside the model fails only the records that cause it (a handler whose model raises on a
+    caption, and runs out of memory on batches over 3); before, it failed the bundle and so the job."""
+    from tests.support.faults import POISON, FaultyHandler, read_calls
+
+    records = [
+        {"id": n, "image_path": str(good_images["rgb.png"]), "text": POISON if n in (3, 9) else f"a cat, {n}"}
+        for n in range(12)
+    ]
+    batching = BatchSettings(min_batch_size=8, max_batch_size=8)
+    handler = FaultyHandler(str(longclip_checkpoint), batching, oom_above=3, calls_log=tmp_path / "calls")
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    scored, failed = pipeline | beam.Create(records, reshuffle=False) | ScoreLongCLIP(handler).with_exception_handling()
+    scored | "JsonScored" >> beam.Map(json.dumps) | "Scored" >> _write_lines("scored", tmp_path)
+    failed | "JsonFailed" >> beam.Map(json.dumps) | "Failed" >> _write_lines("failed", tmp_path)
+    result = pipeline.run()
+    result.wait_until_finish()
+
+    scored = [json.loads(line) for line in (tmp_path / "scored").read_text().splitlines()]
+    failed = [json.loads(line) for line in (tmp_path / "failed").read_text().splitlines()]
+    assert _ids(scored) == [n for n in range(12) if n not in (3, 9)]
+    for record in scored:
+        want = reference_score(longclip_state_dict, good_images["rgb.png"], record["text"])
+        assert abs(record["longclip_score"] - want) < 1e-6
+    assert _ids(failed) == [3, 9]
+    for record in failed:
+        assert record["longclip_score"] == 0.0 and record["longclip_score_reason"] == "inference_failed"
+        assert record["longclip_score_error"] == (
+            "inference_failed: the model failed on this record alone: "
+            "RuntimeError: CUDA error: an illegal memory access was encountered (injected)"
+        )
+    sizes = [size for size, _ in read_calls(tmp_path / "calls")]
+    assert sizes[0] == 8 and max(sizes[sizes.index(2) :]) <= 2, "after running out of memory, batches stay small"
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace("ScoreLongCLIP"))["counters"]
+    }
+    assert counters == {"scored": 10, "failed": 2, "failed_inference_failed": 2}
+
+
+def test_a_stream_goes_on_past_a_record_the_model_always_fails_on(tmp_path, longclip_checkpoint, good_images):
+    """Streaming (TestStream, batches of one): the failing record leaves on `failed` once, the ones after it
+    are scored; before, the stream retried its batch until the runner gave up."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+
+    from tests.support.faults import POISON, FaultyHandler
+
+    image = str(good_images["rgb.png"])
+    stream = TestStream()
+    for n in range(4):
+        stream = stream.add_elements([{"id": n, "image_path": image, "text": POISON if n == 1 else "a cat"}])
+        stream = stream.advance_processing_time(1).advance_watermark_to(n + 1)
+    stream = stream.advance_watermark_to_infinity()
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner"])
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(options=options)
+    handler = FaultyHandler(str(longclip_checkpoint), BatchSettings(max_batch_size=4))
+    scored, failed = pipeline | stream | ScoreLongCLIP(handler).with_exception_handling()
+    scored | "IdsScored" >> beam.Map(lambda r: str(r["id"])) | "Scored" >> _write_lines("scored", tmp_path)
+    (
+        failed
+        | "IdsFailed" >> beam.Map(lambda r: f"{r['id']}:{r['longclip_score_reason']}")
+        | _write_lines("failed", tmp_path)
+    )
+    pipeline.run().wait_until_finish()
+    assert sorted((tmp_path / "scored").read_text().split()) == ["0", "2", "3"]
+    assert (tmp_path / "failed").read_text().split() == ["1:inference_failed"]
+
+
+@settings(max_examples=3)
+@given(data=st.data())
+def test_fuzzed_records_and_damaged_images_each_come_out_once(tmp_path, longclip_checkpoint, good_images, data):
+    """Fuzzing: records with fields of any type, pointing at image files of every format with damaged bytes,
+    through a real pipeline: each comes out exactly once, scored or 0.0 with a reason; no worker fails."""
+    from tests.support.fuzz import mutated_image, records
+
+    run = tmp_path / str(next(_FUZZ_RUNS))
+    run.mkdir()
+    paths = []
+    for number in range(6):
+        name, damaged = data.draw(mutated_image(good_images))
+        paths.append(str(run / f"{number}-{name}"))
+        (run / f"{number}-{name}").write_bytes(damaged)
+    paths += [str(good_images["rgb.png"]), str(run / "missing.png")]
+    inputs = [{**data.draw(records(paths)), "id": n} for n in range(24)]
+    score = ScoreLongCLIP(str(longclip_checkpoint), batching=BatchSettings(max_batch_size=4))
+    outputs, _ = _run(inputs, score, run)
+    assert sorted(out["id"] for out in outputs) == list(range(len(inputs)))
+    for out in outputs:
+        assert 0.0 <= out["longclip_score"] <= 1.0
+        if out["longclip_score_reason"] is not None:
+            assert out["longclip_score_reason"] in errors.REASON_CODES and out["longclip_score"] == 0.0
+
+
+_FUZZ_RUNS = itertools.count()

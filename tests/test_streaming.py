@@ -239,3 +239,118 @@ def test_cli_scores_a_lone_message_at_once_and_stops_cleanly_on_ctrl_c(
     assert client.get_table(f"{GCP_PROJECT}.{dataset}.scored_dead_letter").num_rows == 0
     # The job's temporary subscription went with it.
     assert list(publisher.list_topic_subscriptions(topic=topic)) == [subscription]
+
+
+def _table_rows(client, table: str) -> int:
+    try:
+        return _row_count(client, *table.split("."))
+    except Exception:  # noqa: BLE001 - not made yet, or the emulator is starting
+        return 0
+
+
+def _start_job(tmp_path, name: str, argv: list) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "--streaming", *argv],
+        cwd=REPO_ROOT,
+        stderr=(tmp_path / f"{name}.log").open("w"),
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def test_bigquery_stopped_for_20_s_under_load_loses_no_row(
+    tmp_path, pubsub_emulator, restore_environ, longclip_checkpoint, good_images
+):
+    """A BigQuery outage while messages keep coming: every message is a row once, after the service is back."""
+    from tests.support.emulators import free_port, start_bigquery_emulator, stop
+
+    port, data = free_port(), tmp_path / "bigquery-data"
+    bigquery, endpoint = start_bigquery_emulator(tmp_path / "bigquery.log", GCP_PROJECT, port, data)
+    restore_environ["PUBSUB_EMULATOR_HOST"] = pubsub_emulator
+    restore_environ[bq_sink.EMULATOR_HOST_VARIABLE] = endpoint
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.create_topic(name=f"projects/{GCP_PROJECT}/topics/bq-outage").name
+    subscription = f"projects/{GCP_PROJECT}/subscriptions/bq-outage"
+    pubsub_v1.SubscriberClient().create_subscription(name=subscription, topic=topic)
+    bq_sink.client(GCP_PROJECT).create_dataset("outage")
+    job = _start_job(
+        tmp_path,
+        "job",
+        ["--input_subscription", subscription, "--output_table", f"{GCP_PROJECT}:outage.scored"]
+        + ["--project", GCP_PROJECT, "--model", str(longclip_checkpoint)],
+    )
+    total = 120
+    client = bq_sink.client(GCP_PROJECT)
+    try:
+        image = str(good_images["rgb.png"])
+
+        def publish(n):
+            publisher.publish(topic, json.dumps({"id": n, "image_path": image, "text": "a cat"}).encode())
+
+        for n in range(20):
+            publish(n)
+        deadline = time.monotonic() + 180  # the job is up once rows arrive
+        while not _table_rows(client, "outage.scored") and time.monotonic() < deadline:
+            assert job.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
+            time.sleep(0.5)
+        stop(bigquery)
+        down = time.monotonic()
+        for n in range(20, total):  # 5 messages a second while BigQuery is away, for 20 s
+            publish(n)
+            time.sleep(max(0.0, down + (n - 19) / 5 - time.monotonic()))
+        bigquery, _ = start_bigquery_emulator(tmp_path / "bigquery.log", GCP_PROJECT, port, data)
+        deadline = time.monotonic() + 180
+        while _table_rows(client, "outage.scored") < total and time.monotonic() < deadline:
+            assert job.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
+            time.sleep(1)
+        time.sleep(3)  # a duplicate would arrive about now
+        ids = sorted(row["record"]["id"] for row in client.list_rows(f"{GCP_PROJECT}.outage.scored"))
+    finally:
+        job.send_signal(signal.SIGINT)
+        try:
+            job.wait(timeout=60)
+        finally:
+            job.kill()
+            stop(bigquery)
+    assert ids == list(range(total)), (len(ids), (tmp_path / "job.log").read_text()[-3000:])
+
+
+def test_a_pubsub_restart_under_a_running_job_does_not_end_it_silently(
+    tmp_path, bigquery_emulator, restore_environ, longclip_checkpoint, good_images
+):
+    """Beam's local runner gives up on a subscription it cannot pull from; the job must then say why, give its
+    counts and exit non-zero (before, it stopped after 4 quick retries with a traceback and no summary)."""
+    from tests.support.emulators import free_port, start_pubsub_emulator, stop
+
+    port = free_port()
+    pubsub, host = start_pubsub_emulator(tmp_path / "pubsub.log", port)
+    restore_environ["PUBSUB_EMULATOR_HOST"] = host
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.create_topic(name=f"projects/{GCP_PROJECT}/topics/restart").name
+    subscription = f"projects/{GCP_PROJECT}/subscriptions/restart"
+    pubsub_v1.SubscriberClient().create_subscription(name=subscription, topic=topic)
+    job = _start_job(
+        tmp_path,
+        "job",
+        ["--input_subscription", subscription, "--output", str(tmp_path / "out" / "scored")]
+        + ["--window_seconds", "2", "--model", str(longclip_checkpoint)],
+    )
+    try:
+        for n in range(5):
+            publisher.publish(
+                topic, json.dumps({"id": n, "image_path": str(good_images["rgb.png"]), "text": "a cat"}).encode()
+            )
+        deadline = time.monotonic() + 120
+        while len(_read_jsonl(tmp_path / "out", "scored")) < 5 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        stop(pubsub)
+        pubsub, _ = start_pubsub_emulator(tmp_path / "pubsub.log", port)
+        code = job.wait(timeout=180)
+    finally:
+        job.kill()
+        stop(pubsub)
+    log = (tmp_path / "job.log").read_text()
+    last = log.strip().splitlines()
+    assert code == 1, log[-3000:]
+    assert any("ERROR pipeline.job: The job failed: " in line for line in last[-3:]), log[-3000:]
+    assert "INFO pipeline: Stopped by the failure above: 5 records read, 5 scored" in last[-1], log[-3000:]
+    assert len(_read_jsonl(tmp_path / "out", "scored")) == 5

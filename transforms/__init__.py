@@ -5,7 +5,8 @@ load on first use, so that the settings, reason codes and output field names can
 `python -m pipeline --help`, say) without torch or Beam.
 
 - `ScoreLongCLIP`, `ScoredAndFailed`: the Beam transform and its split output.
-- `LongCLIPModelHandler`: the RunInference model handler, for use with `RunInference` directly.
+- `LongCLIPModelHandler`: the RunInference model handler, for use with `RunInference` directly;
+  `InferenceFailure`: the inference it gives a record the model failed on even alone.
 - `ModelSettings`, `BatchSettings`, `RecordFields`, `ImageSettings`, `SETTINGS_CLASSES`, `InvalidSetting`,
   `DEFAULT_MODEL`, `PRECISIONS`: every setting, declared once; `setting`, `check_fields`, `value_type`:
   how to declare more (the job declares its own flags with them).
@@ -28,6 +29,7 @@ _EXPORTS = {
     "ScoreLongCLIP": "transforms.beam.score",
     "ScoredAndFailed": "transforms.beam.score",
     "LongCLIPModelHandler": "transforms.beam.handler",
+    "InferenceFailure": "transforms.beam.faults",
     "ModelSettings": "transforms.settings",
     "BatchSettings": "transforms.settings",
     "RecordFields": "transforms.settings",

@@ -23,6 +23,8 @@ TEXT_WRONG_TYPE = "text_wrong_type"
 TEXT_EMPTY = "text_empty"
 # Not the input's fault, but the same contract: the model gave NaN or infinity (e.g. fp16 overflow).
 SCORE_NOT_FINITE = "score_not_finite"
+# The model raised on this record even when it ran alone (its batch was retried in halves).
+INFERENCE_FAILED = "inference_failed"
 
 REASON_CODES = (
     IMAGE_MISSING,
@@ -38,6 +40,7 @@ REASON_CODES = (
     TEXT_WRONG_TYPE,
     TEXT_EMPTY,
     SCORE_NOT_FINITE,
+    INFERENCE_FAILED,
 )
 # Failures that may pass when the same record is tried again later.
 TRANSIENT_CODES = (IMAGE_TIMEOUT, IMAGE_UNAVAILABLE)

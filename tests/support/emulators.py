@@ -53,17 +53,19 @@ def start_gcs_emulator(log: Path) -> tuple[subprocess.Popen, str]:
 PUBSUB_EMULATOR = Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
 
 
-def start_pubsub_emulator(log: Path) -> tuple[subprocess.Popen, str]:
-    """Google's Pub/Sub emulator (apt `google-cloud-cli-pubsub-emulator`, Java), in memory; returns host:port."""
+def start_pubsub_emulator(log: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
+    """Google's Pub/Sub emulator (apt `google-cloud-cli-pubsub-emulator`, Java), in memory; returns host:port.
+
+    `port`: a given one (to start it again where a job expects it), else a free one."""
     binary = Path(shutil.which("cloud-pubsub-emulator") or PUBSUB_EMULATOR)
     if not binary.exists():
         raise RuntimeError(
             "the Pub/Sub emulator is missing: install the apt package google-cloud-cli-pubsub-emulator (and Java)"
         )
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [str(binary), "--host=127.0.0.1", f"--port={port}"],
-        stdout=log.open("w"),
+        stdout=log.open("a"),
         stderr=subprocess.STDOUT,
         start_new_session=True,  # the script starts java as a child: stop the whole group
     )
@@ -74,18 +76,24 @@ def start_pubsub_emulator(log: Path) -> tuple[subprocess.Popen, str]:
 BIGQUERY_EMULATOR_VENV = Path(__file__).resolve().parents[2] / ".venv-bqemulator"
 
 
-def start_bigquery_emulator(log: Path, project: str) -> tuple[subprocess.Popen, str]:
-    """The BigQuery API emulator (PyPI `bqemulator`, DuckDB), from its own venv (`make test` builds it)."""
+def start_bigquery_emulator(
+    log: Path, project: str, port: int = 0, data_dir: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """The BigQuery API emulator (PyPI `bqemulator`, DuckDB), from its own venv (`make test` builds it).
+
+    In memory, or with `data_dir` kept in that folder, so that it can be stopped and started again (on the
+    same `port`) without losing its tables."""
     python = BIGQUERY_EMULATOR_VENV / "bin" / "python"
     if not python.exists():
         raise RuntimeError(f"{python} is missing: `make bqemulator` (or `make test`) installs the BigQuery emulator")
-    port = free_port()
+    port = port or free_port()
     home = log.parent / "home"
     home.mkdir(exist_ok=True)  # DuckDB writes under HOME
+    storage = ["--persistent", "--data-dir", str(data_dir)] if data_dir else []
     process = subprocess.Popen(
         [str(python), str(Path(__file__).with_name("bqemulator_launcher.py")), "start", "--rest-port", str(port)]
-        + ["--grpc-port", str(free_port()), "--project", project, "--log-level", "warning"],
-        stdout=log.open("w"),
+        + ["--grpc-port", str(free_port()), "--project", project, "--log-level", "warning", *storage],
+        stdout=log.open("a"),
         stderr=subprocess.STDOUT,
         env={**os.environ, "HOME": str(home)},
         start_new_session=True,

@@ -98,6 +98,9 @@ def _handler_for(server: ImageServer):
             head, rest = parts[0], parts[1:]
             if head == "img" and rest and rest[0] in server.images:
                 self._send(200, server.images[rest[0]])
+            elif head == "slow":  # /slow/SECONDS/NAME: the image, after a pause (a busy but healthy server)
+                time.sleep(float(rest[0]))
+                self._send(200, server.images[rest[1]])
             elif head == "private":
                 expected = base64.b64encode(f"{BASIC_USER}:{BASIC_PASSWORD}".encode()).decode()
                 if self.headers.get("Authorization") != f"Basic {expected}":

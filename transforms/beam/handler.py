@@ -10,6 +10,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from transforms.beam.faults import FaultIsolator
 from transforms.inputs.prepare import PreparedPair
 from transforms.model.device import check_device
 from transforms.model.formats import CheckpointFormatError
@@ -29,9 +30,13 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         device, precision, weights and model sharing as well.
       batching: how Beam's BatchElements groups pairs (`BatchSettings`).
 
-    Each `PredictionResult` carries the pair, its score and the checkpoint as `model_id`. Beam's model
-    refresh (`RunInference(model_metadata_pcoll=...)`) swaps the checkpoint through `update_model_path`;
-    the new one must take the same image resolution and context length.
+    Each `PredictionResult` carries the pair, its score and the checkpoint as `model_id`. An exception
+    inside the model does not fail the batch: it is retried in halves down to single records, and a
+    record that fails on its own gets an `InferenceFailure` instead of a score (`ScoreLongCLIP` turns it
+    into reason `inference_failed`); an out-of-memory error also lowers the batch size for later
+    batches (`faults.FaultIsolator`). Beam's model refresh (`RunInference(model_metadata_pcoll=...)`)
+    swaps the checkpoint through `update_model_path`; the new one must take the same image resolution and
+    context length.
 
     Only `load_model` opens the checkpoint on workers: the input sizes that preparing records needs are read
     once, from the checkpoint's header, when the pipeline is built (`input_sizes`), or given in the settings.
@@ -56,6 +61,7 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         self._input_sizes: Optional[InputSizes] = None
         if settings.image_resolution is not None and settings.context_length is not None:
             self._input_sizes = InputSizes(settings.image_resolution, settings.context_length)
+        self._isolator = FaultIsolator(batching.max_batch_size)
 
     def input_sizes(self) -> InputSizes:
         """The image resolution and context length records are prepared for: as the settings give them, else
@@ -102,13 +108,16 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         model: LongCLIPScorer,
         inference_args: Optional[dict[str, Any]] = None,
     ) -> Iterable[PredictionResult]:
+        model_id = self.settings.model
+        outcomes = self._isolator.run(batch, lambda pairs: self._score(pairs, model))
+        return [PredictionResult(pair, outcome, model_id) for pair, outcome in zip(batch, outcomes, strict=True)]
+
+    def _score(self, batch: Sequence[PreparedPair], model: LongCLIPScorer) -> list[float]:
         # Page-locked batches copy to the GPU asynchronously. A shared model is a proxy to another
         # process, where the batch arrives unpickled (and unpinned) anyway.
         pin_memory = not self.settings.share_model_across_processes and model.device.type == "cuda"
         images, image_index, digests = _unique_images(batch, pin_memory)
-        scores = model.score(images, [pair.token_ids for pair in batch], image_index, digests)
-        model_id = self.settings.model
-        return [PredictionResult(pair, score, model_id) for pair, score in zip(batch, scores, strict=True)]
+        return model.score(images, [pair.token_ids for pair in batch], image_index, digests)
 
     def get_num_bytes(self, batch: Sequence[PreparedPair]) -> int:
         return sum(pair.image.nbytes + 8 * len(pair.token_ids) for pair in batch)

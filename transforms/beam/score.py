@@ -12,6 +12,7 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import reasons
+from transforms.beam.faults import InferenceFailure
 from transforms.beam.handler import LongCLIPModelHandler
 from transforms.beam.prefetch import OrderedPrefetcher
 from transforms.inputs.prepare import PairPreparer, PreparedPair
@@ -199,7 +200,7 @@ def _emit(result: Union[PreparedPair, _Failure], timestamp, window, pane):
 class _AttachScore(beam.DoFn):
     """Puts the score on the record and gives the record back its own event time: Beam's batching emits
     every batch at the end of the window, which would put scored records of a stream into a window that
-    never closes. A score that is not finite is a failure."""
+    never closes. A score that is not finite, or a record the model failed on, is a failure."""
 
     def __init__(self, outputs: OutputFields, namespace: str):
         self._outputs = outputs
@@ -211,6 +212,11 @@ class _AttachScore(beam.DoFn):
 
     def process(self, result: PredictionResult):
         context: RecordContext = result.example.context
+        if isinstance(result.inference, InferenceFailure):
+            message = f"{reasons.INFERENCE_FAILED}: the model failed on this record alone: {result.inference.message}"
+            failure = _Failure(context.record, reasons.INFERENCE_FAILED, message, context.truncated)
+            yield beam.pvalue.TaggedOutput(_FAILED, beam.window.TimestampedValue(failure, context.timestamp))
+            return
         score = float(result.inference)
         if not math.isfinite(score):
             message = f"{reasons.SCORE_NOT_FINITE}: the model gave {score} (with fp16, try bf16 or fp32)"
