@@ -16,7 +16,8 @@ load on first use, so that the settings, reason codes and output field names can
   finding and checking a model (`read_input_sizes` reads a checkpoint's header only, also remote ones).
 - `LongCLIPScorer`, `LongCLIPTokenizer`, `TokenizedText`, `PairPreparer`, `PreparedPair`: the layers
   underneath, usable without Beam.
-- `resolve_image_location`, `read_image_bytes`, `decode_image`: reading an image as the transform does
+- `resolve_image_location`, `AllowedPrefixes`, `read_image_bytes`, `decode_image`: reading an image as the
+  transform does
   (bounded in bytes, pixels and time; failures are `InputError`s), e.g. for thumbnails.
 """
 
@@ -59,8 +60,9 @@ _EXPORTS = {
     "TokenizedText": "transforms.inputs.tokenizer",
     "PairPreparer": "transforms.inputs.prepare",
     "PreparedPair": "transforms.inputs.prepare",
-    "resolve_image_location": "transforms.inputs.images",
-    "read_image_bytes": "transforms.inputs.images",
+    "resolve_image_location": "transforms.inputs.locations",
+    "read_image_bytes": "transforms.inputs.fetch",
+    "AllowedPrefixes": "transforms.inputs.locations",
     "decode_image": "transforms.inputs.images",
 }
 __all__ = sorted(_EXPORTS)

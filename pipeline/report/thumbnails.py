@@ -12,7 +12,14 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Optional
 
-from transforms import ImageSettings, InputError, decode_image, read_image_bytes, resolve_image_location
+from transforms import (
+    AllowedPrefixes,
+    ImageSettings,
+    InputError,
+    decode_image,
+    read_image_bytes,
+    resolve_image_location,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -33,7 +40,10 @@ def thumbnail(image: Any, settings: ImageSettings, size: int = THUMBNAIL_PIXELS)
         else:
             location = resolve_image_location(image, settings.image_root)
             data = read_image_bytes(
-                location, max_bytes=settings.max_image_bytes, http_timeout_secs=settings.http_timeout_secs
+                location,
+                max_bytes=settings.max_image_bytes,
+                timeout_secs=settings.http_timeout_secs,
+                allowed=AllowedPrefixes(settings.allowed_image_prefixes),
             )
         picture = decode_image(data, max_pixels=settings.max_image_pixels)
         picture.thumbnail((size, size))
