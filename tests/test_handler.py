@@ -2,9 +2,11 @@
 
 import shutil
 
+import pytest
+
 from tests.support.captions import CAPTIONS
 from tests.support.reference_longclip import reference_score
-from transforms import LongCLIPModelHandler, ModelSettings, PairPreparer, PreparedPair
+from transforms import LongCLIPModelHandler, ModelSettings, PairPreparer, PreparedPair, ScoreWithEmbeddings
 from transforms.beam.handler import _unique_images
 
 
@@ -27,3 +29,18 @@ def test_handler_stacks_each_distinct_image_once_and_scores_every_pair(
     results = handler.run_inference(batch, handler.load_model())
     for path, text, result in zip(paths, texts, results, strict=True):
         assert abs(result.inference - reference_score(longclip_state_dict, path, text)) < 1e-6
+
+
+def test_embeddings_come_when_asked_for_as_an_inference_arg(longclip_checkpoint, good_images):
+    preparer = PairPreparer(image_resolution=32, context_length=248)
+    handler = LongCLIPModelHandler(ModelSettings(model=str(longclip_checkpoint), device="cpu"))
+    image = preparer.load_image({"image_path": str(good_images["rgb.png"])})
+    batch = [PreparedPair(image.pixels, preparer.tokenize_text({"text": "a cat"}).ids, None, image.digest)]
+    model = handler.load_model()
+    (plain,) = handler.run_inference(batch, model)
+    (embedded,) = handler.run_inference(batch, model, {"embeddings": True})
+    assert isinstance(embedded.inference, ScoreWithEmbeddings) and embedded.inference.score == plain.inference
+    assert len(embedded.inference.image_embedding) == len(embedded.inference.text_embedding) == 32
+    handler.validate_inference_args({"embeddings": True})
+    with pytest.raises(ValueError, match="only the inference_arg 'embeddings', got \\['temperature'\\]"):
+        handler.validate_inference_args({"temperature": 1.0})

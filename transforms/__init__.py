@@ -5,15 +5,16 @@ load on first use, so that the settings, reason codes and output field names can
 `python -m pipeline --help`, say) without torch or Beam.
 
 - `ScoreLongCLIP`, `ScoredAndFailed`: the Beam transform and its split output.
-- `LongCLIPModelHandler`: the RunInference model handler, for use with `RunInference` directly.
+- `LongCLIPModelHandler`, `ScoreWithEmbeddings`: the RunInference model handler, for use with `RunInference`
+  directly, and its inference when asked for embeddings.
 - `ModelSettings`, `BatchSettings`, `RecordFields`, `ImageSettings`, `SETTINGS_CLASSES`, `InvalidSetting`,
   `DEFAULT_MODEL`, `PRECISIONS`: every setting, declared once; `setting`, `check_fields`, `value_type`:
   how to declare more (the job declares its own flags with them).
 - `OutputFields`, `REASON_CODES`, `InputError`: the output contract.
 - `resolve_checkpoint`, `read_architecture`, `LongCLIPArchitecture`, `check_device`, `pick_device`,
   `CheckpointNotFoundError`, `CheckpointFormatError`: finding and checking a model.
-- `LongCLIPScorer`, `LongCLIPTokenizer`, `TokenizedText`, `PairPreparer`, `PreparedPair`: the layers
-  underneath, usable without Beam.
+- `LongCLIPScorer`, `ScoresAndFeatures`, `LongCLIPTokenizer`, `TokenizedText`, `PairPreparer`, `PreparedPair`:
+  the layers underneath, usable without Beam.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _EXPORTS = {
     "ScoreLongCLIP": "transforms.beam.score",
     "ScoredAndFailed": "transforms.beam.score",
     "LongCLIPModelHandler": "transforms.beam.handler",
+    "ScoreWithEmbeddings": "transforms.beam.handler",
     "ModelSettings": "transforms.settings",
     "BatchSettings": "transforms.settings",
     "RecordFields": "transforms.settings",
@@ -47,6 +49,7 @@ _EXPORTS = {
     "check_device": "transforms.model.device",
     "pick_device": "transforms.model.device",
     "LongCLIPScorer": "transforms.model.scorer",
+    "ScoresAndFeatures": "transforms.model.scorer",
     "LongCLIPTokenizer": "transforms.inputs.tokenizer",
     "TokenizedText": "transforms.inputs.tokenizer",
     "PairPreparer": "transforms.inputs.prepare",

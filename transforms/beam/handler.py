@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, NamedTuple, Optional, Sequence, Union
 
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
@@ -15,6 +15,15 @@ from transforms.model.scorer import LongCLIPScorer
 from transforms.settings import DEFAULT_MODEL, BatchSettings, ModelSettings
 
 
+class ScoreWithEmbeddings(NamedTuple):
+    """One pair's inference when embeddings are asked for: the score, and the L2-normalised float32 image and
+    text features it is `clamp((dot + 1) / 2, 0, 1)` of."""
+
+    score: float
+    image_embedding: list[float]
+    text_embedding: list[float]
+
+
 class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIPScorer]):
     """Loads LongCLIP once per worker process (or once per machine) and scores batches of `PreparedPair`.
 
@@ -23,7 +32,9 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         device, precision, weights and model sharing as well.
       batching: how Beam's BatchElements groups pairs (`BatchSettings`).
 
-    Each `PredictionResult` carries the pair, its score and the checkpoint as `model_id`. Beam's model
+    Each `PredictionResult` carries the pair, its score and the checkpoint as `model_id`; with
+    `RunInference(..., inference_args={"embeddings": True})` the inference is a `ScoreWithEmbeddings`
+    instead, the score with the pair's L2-normalised image and text features. Beam's model
     refresh (`RunInference(model_metadata_pcoll=...)`) swaps the checkpoint through `update_model_path`;
     the new one must take the same image resolution and context length.
     """
@@ -68,9 +79,17 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         # process, where the batch arrives unpickled (and unpinned) anyway.
         pin_memory = not self.settings.share_model_across_processes and model.device.type == "cuda"
         images, image_index, digests = _unique_images(batch, pin_memory)
-        scores = model.score(images, [pair.token_ids for pair in batch], image_index, digests)
+        token_ids = [pair.token_ids for pair in batch]
         model_id = self.settings.model
-        return [PredictionResult(pair, score, model_id) for pair, score in zip(batch, scores, strict=True)]
+        if not (inference_args or {}).get("embeddings"):
+            scores = model.score(images, token_ids, image_index, digests)
+            return [PredictionResult(pair, score, model_id) for pair, score in zip(batch, scores, strict=True)]
+        scored = model.score_and_embed(images, token_ids, image_index, digests)
+        inferences = zip(scored.scores, scored.image_features.tolist(), scored.text_features.tolist(), strict=True)
+        return [
+            PredictionResult(pair, ScoreWithEmbeddings(*inference), model_id)
+            for pair, inference in zip(batch, inferences, strict=True)
+        ]
 
     def get_num_bytes(self, batch: Sequence[PreparedPair]) -> int:
         return sum(pair.image.nbytes + 8 * len(pair.token_ids) for pair in batch)
@@ -79,8 +98,9 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         return "BeamML_LongCLIP"
 
     def validate_inference_args(self, inference_args: Optional[dict[str, Any]]) -> None:
-        if inference_args:
-            raise ValueError(f"LongCLIPModelHandler takes no inference_args, got {sorted(inference_args)}")
+        unknown = set(inference_args or {}) - {"embeddings"}
+        if unknown:
+            raise ValueError(f"LongCLIPModelHandler takes only the inference_arg 'embeddings', got {sorted(unknown)}")
 
 
 def _unique_images(

@@ -14,7 +14,7 @@ import stat
 import time
 import urllib.error
 import urllib.request
-from typing import Optional
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from apache_beam.io.filesystems import FileSystems
@@ -26,6 +26,42 @@ from transforms.reasons import InputError
 from transforms.settings import ImageSettings
 
 _DEFAULTS = ImageSettings()
+
+
+def image_source(value: object, image_root: Optional[str]) -> Union[str, bytes]:
+    """The record's image field as inline bytes, or as a location to read (see `resolve_image_location`).
+
+    The field may hold a location string, the image file's bytes, or a Hugging Face datasets image struct
+    `{"bytes": ..., "path": ...}` (bytes win; without them, the path is the location).
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if _is_image_struct(value):
+        data = value.get("bytes")
+        if data is not None:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise InputError(errors.IMAGE_WRONG_TYPE, f"image bytes must be bytes, got {type(data).__name__}")
+            return bytes(data)
+        if value.get("path") is None:
+            raise InputError(errors.IMAGE_MISSING, "the image struct has neither bytes nor a path")
+        value = value["path"]
+    return resolve_image_location(value, image_root)
+
+
+def without_image_bytes(value: Any) -> Any:
+    """What an output record keeps of its image field: inline bytes become None, an image struct its path.
+
+    Image bytes would bloat every output (and BigQuery's JSON column refuses them); a location is kept.
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return None
+    if _is_image_struct(value):
+        return value.get("path")
+    return value
+
+
+def _is_image_struct(value: object) -> bool:
+    return isinstance(value, Mapping) and ("bytes" in value or "path" in value)
 
 
 def resolve_image_location(location: object, image_root: Optional[str]) -> str:
@@ -112,6 +148,11 @@ def _read_http(url: str, max_bytes: int, timeout: float) -> bytes:
     except Exception as exc:  # timeouts, DNS, refused connections, TLS
         raise InputError(errors.IMAGE_UNREADABLE, f"GET {url} failed: {exc}") from None
     return _within_limit(data, url, max_bytes)
+
+
+def check_size(data: bytes, location: str, max_bytes: int) -> bytes:
+    """`data`, unless it is over `max_bytes` (`image_too_large`); for inline bytes, checked like fetched ones."""
+    return _within_limit(data, location, max_bytes)
 
 
 def _within_limit(data: bytes, location: str, max_bytes: int) -> bytes:

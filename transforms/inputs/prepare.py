@@ -11,7 +11,7 @@ import math
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, Hashable, Mapping, NamedTuple, Optional
 
 import torch
 
@@ -75,15 +75,31 @@ class PairPreparer:
         """The record's image; a location among the last few loaded is fetched and decoded only once.
 
         Captioned datasets often list one image several times in a row (COCO has 5 captions each).
+        Inline image bytes (`images.image_source`) pass the same size limit and decoding, and identical
+        bytes among the last few are decoded only once too.
         """
-        location = image_io.resolve_image_location(record.get(self.fields.image_key), self.images.image_root)
-        return self._recent.get(location, self._load)
+        source = image_io.image_source(record.get(self.fields.image_key), self.images.image_root)
+        if isinstance(source, str):
+            return self._recent.get(source, self._load)
+        data = image_io.check_size(source, "the inline image", self.images.max_image_bytes)
+        digest = _digest(data)
+        return self._recent.get(("inline", digest), lambda _: self._decode(data, digest, "the inline image"))
+
+    def without_image_bytes(self, record: dict) -> dict:
+        """The record as outputs carry it: inline image bytes replaced (`images.without_image_bytes`)."""
+        key = self.fields.image_key
+        if key not in record:
+            return record
+        kept = image_io.without_image_bytes(record[key])
+        return record if kept is record[key] else {**record, key: kept}
 
     def _load(self, location: str) -> LoadedImage:
         data = image_io.read_image_bytes(
             location, max_bytes=self.images.max_image_bytes, http_timeout_secs=self.images.http_timeout_secs
         )
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        return self._decode(data, _digest(data), location)
+
+    def _decode(self, data: bytes, digest: str, location: str) -> LoadedImage:
         image = image_io.decode_image(data, max_pixels=self.images.max_image_pixels)
         try:
             return LoadedImage(self._preprocess(image), digest)
@@ -91,6 +107,10 @@ class PairPreparer:
             raise
         except Exception as exc:  # e.g. degenerate sizes Pillow cannot resample
             raise InputError(errors.IMAGE_UNDECODABLE, f"cannot preprocess {location}: {exc}") from None
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 class _RecentLoads:
@@ -103,9 +123,9 @@ class _RecentLoads:
     def __init__(self, size: int):
         self._size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, Future] = OrderedDict()
+        self._entries: OrderedDict[Hashable, Future] = OrderedDict()
 
-    def get(self, location: str, load) -> LoadedImage:
+    def get(self, location: Hashable, load) -> LoadedImage:
         with self._lock:
             future = self._entries.get(location)
             owner = future is None
