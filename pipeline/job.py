@@ -1,5 +1,6 @@
-"""The scoring job: JSONL files or Pub/Sub in; scored JSONL files and/or a BigQuery table out, plus a
-dead letter (files, a Pub/Sub topic and/or a BigQuery table) for what is not a JSON object."""
+"""The scoring job: JSONL, WebDataset or Parquet files, or Pub/Sub in; scored JSONL or Parquet files and/or
+a BigQuery table out, plus a dead letter (files, a Pub/Sub topic and/or a BigQuery table) for what cannot
+be read as a record."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline import bigquery, flags, records
+from pipeline import bigquery, flags, parquet, records
 from pipeline.flags import UsageError
 from pipeline.options import ScoreLongCLIPOptions
 from pipeline.sinks import PublishJson, WriteJsonLines
-from pipeline.sources import ReadJsonLines, ReadPubSubRecords
+from pipeline.sources import ReadJsonLines, ReadPubSubRecords, input_format
+from pipeline.webdataset import ReadWebDataset, SampleLayout
 from transforms import (
     BatchSettings,
     CheckpointFormatError,
@@ -56,6 +58,8 @@ def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
     standard = options.view_as(StandardOptions)
     if (known.input_subscription or known.input_topic) and not standard.streaming:
         raise UsageError("Pub/Sub input runs as a streaming job: add --streaming")
+    if known.output_format == "parquet" and standard.streaming:
+        raise UsageError("--output_format parquet is for batch jobs; a streaming job writes JSONL files")
     if standard.runner is None:
         standard.runner = flags.DEFAULT_LOCAL_STREAMING_RUNNER if standard.streaming else flags.DEFAULT_LOCAL_RUNNER
     if is_local(options):
@@ -94,7 +98,8 @@ def ensure_tables(options: PipelineOptions) -> None:
         job.dead_letter_table = f"{job.output_table}_dead_letter"
     project = options.view_as(GoogleCloudOptions).project
     dry_run = options.view_as(TestOptions).dry_run
-    for flag, schema in (("output_table", bigquery.SCORED_SCHEMA), ("dead_letter_table", bigquery.DEAD_LETTER_SCHEMA)):
+    scored_schema = bigquery.scored_schema(job.embeddings)
+    for flag, schema in (("output_table", scored_schema), ("dead_letter_table", bigquery.DEAD_LETTER_SCHEMA)):
         spec = getattr(job, flag)
         if not spec:
             continue
@@ -111,7 +116,19 @@ def ensure_tables(options: PipelineOptions) -> None:
 
 def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions) -> None:
     """Adds read → parse → ScoreLongCLIP → write, and the dead letter, to `pipeline`."""
-    if options.input:
+    settings = flags.settings_from(options)
+    files = input_format(options.input, options.input_format) if options.input else None
+    if files == "webdataset":
+        layout = SampleLayout(
+            image_key=settings[RecordFields].image_key,
+            text_key=settings[RecordFields].text_key,
+            image_extensions=tuple(options.image_extensions.lower().split(",")),
+            max_image_bytes=settings[ImageSettings].max_image_bytes,
+        )
+        parsed = pipeline | "ReadWebDataset" >> ReadWebDataset(options.input, layout)
+    elif files == "parquet":
+        parsed = pipeline | "ReadParquet" >> parquet.ReadParquetRecords(options.input)
+    elif files == "jsonl":
         parsed = pipeline | "ReadJsonLines" >> ReadJsonLines(options.input)
     else:
         parsed = pipeline | "ReadPubSub" >> ReadPubSubRecords(
@@ -121,7 +138,6 @@ def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions) -> None:
             timestamp_attribute=options.timestamp_attribute,
             attributes_key=options.attributes_key,
         )
-    settings = flags.settings_from(options)
     score = ScoreLongCLIP(
         settings[ModelSettings],
         batching=settings[BatchSettings],
@@ -131,15 +147,16 @@ def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions) -> None:
     )
     scored = parsed.records | SCORE_STEP >> score
     dead_letters = [parsed[records.DEAD_LETTER]]
-    if options.output:
+    if options.output and options.output_format == "parquet":
+        scored | "WriteScored" >> parquet.WriteParquet(options.output, _scored_table(options, settings, files))
+    elif options.output:
         scored | "WriteScored" >> WriteJsonLines(options.output, options.window_seconds)
     if options.output_table:
         rows = scored | "ToTableRows" >> beam.Map(
             bigquery.scored_row, fields=settings[RecordFields], model=options.model
         )
-        dead_letters.append(
-            rows | "WriteScoredToBigQuery" >> bigquery.WriteRows(options.output_table, bigquery.SCORED_SCHEMA)
-        )
+        schema = bigquery.scored_schema(options.embeddings)
+        dead_letters.append(rows | "WriteScoredToBigQuery" >> bigquery.WriteRows(options.output_table, schema))
     dead_letter = dead_letters | "DeadLetters" >> beam.Flatten()
     if options.dead_letter or (options.output and not (options.dead_letter_topic or options.dead_letter_table)):
         dead_letter | "WriteDeadLetter" >> WriteJsonLines(
@@ -154,6 +171,18 @@ def build(pipeline: beam.Pipeline, options: ScoreLongCLIPOptions) -> None:
             | "WriteDeadLetterToBigQuery" >> bigquery.WriteRows(options.dead_letter_table, bigquery.DEAD_LETTER_SCHEMA)
             | "LogUnwritable" >> beam.Map(_log_unwritable)
         )
+
+
+def _scored_table(options: ScoreLongCLIPOptions, settings: dict, files: Optional[str]) -> parquet.ScoredTable:
+    """The Parquet output's columns: the input's own when it is Parquet (read from the files' footers now)."""
+    input_schema = None
+    if files == "parquet":
+        try:
+            input_schema = parquet.read_schema(options.input)
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"--input: {exc}") from None
+    key_columns = ("__key__", "__url__") if files == "webdataset" else ()
+    return parquet.ScoredTable(settings[RecordFields], input_schema=input_schema, key_columns=key_columns)
 
 
 def _log_unwritable(entry: dict) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import datetime
+import decimal
 import json
 import math
 from typing import Iterator, Mapping, Optional, Union
@@ -59,8 +61,22 @@ def dead_letter_entry(
 
 def to_json(value) -> str:
     """Strict JSON text: NaN and ±Infinity, which Python's parser accepts, are written as the strings
-    "NaN", "Infinity" and "-Infinity", so every reader (BigQuery, `bq load`, JavaScript) takes the output."""
-    return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+    "NaN", "Infinity" and "-Infinity", so every reader (BigQuery, `bq load`, JavaScript) takes the output.
+    Values of Parquet columns that JSON lacks: times and dates in ISO 8601, decimals as strings, durations in
+    seconds, bytes in base64 (as BigQuery writes its BYTES in JSON)."""
+    return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, default=_json_default)
+
+
+def _json_default(value):
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    raise TypeError(f"{type(value).__name__} values cannot be written as JSON")
 
 
 def _finite(value):
@@ -68,7 +84,7 @@ def _finite(value):
         return repr(value).replace("inf", "Infinity").replace("nan", "NaN")
     if isinstance(value, dict):
         return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):  # tuples: the entries of a Parquet map column
         return [_finite(item) for item in value]
     return value
 

@@ -1,7 +1,8 @@
 """Where records come from: JSONL files, or a Pub/Sub subscription or topic (one JSON object per message).
 
 Both transforms return a tagged result: `.records` (dicts) and `[records.DEAD_LETTER]` (entries for
-lines or messages that are not a JSON object).
+lines or messages that are not a JSON object), as do the WebDataset and Parquet readers beside them
+(`webdataset.py`, `parquet.py`); `input_format` tells which one a file pattern needs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,15 @@ import apache_beam as beam
 from apache_beam import coders
 
 from pipeline import records
+
+
+def input_format(file_pattern: str, chosen: str = "auto") -> str:
+    """`chosen`, or with "auto" the format the pattern's extension names: .tar is WebDataset, .parquet
+    Parquet, anything else JSONL."""
+    if chosen != "auto":
+        return chosen
+    name = file_pattern.lower()
+    return "webdataset" if name.endswith(".tar") else "parquet" if name.endswith(".parquet") else "jsonl"
 
 
 class ReadJsonLines(beam.PTransform):

@@ -218,6 +218,17 @@ def _cli(*args) -> subprocess.CompletedProcess:
         (["--inp", "x", "--output", "y"], "pass exactly one of --input"),
         (["--input", "x", "--output", "y", "--max_batchsize", "8"], "unknown flag(s) --max_batchsize"),
         (["--input", "x", "--output", "y", "--device", "tpu"], "--device: 'tpu' is not a torch device"),
+        (
+            ["--streaming", "--input", "x", "--output", "y", "--output_format", "parquet"],
+            "--output_format parquet is for batch jobs; a streaming job writes JSONL files",
+        ),
+        (
+            ["--streaming", "--input_topic", "projects/p/topics/t", "--output", "y", "--input_format", "parquet"],
+            "--input_format parquet is for --input files; Pub/Sub messages are JSON",
+        ),
+        (["--input", "x", "--output_table", "d.t", "--output_format", "parquet"], "--output_format parquet is the"),
+        (["--input", "x", "--output", "y", "--input_format", "csv"], "invalid choice: 'csv'"),
+        (["--input", "x", "--output", "y", "--image_extensions", "jpg, png"], "--image_extensions: must be extensions"),
     ],
 )
 def test_bad_flags_fail_with_a_clear_message(args, message):
