@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 import apache_beam as beam
 import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import BatchSettings, ImageSettings, ModelSettings, ScoreLongCLIP
+from transforms import BatchSettings, ImageSettings, ModelSettings, RecordFields, ScoreLongCLIP
 from transforms.inputs.images import ImagePreprocessor, decode_image
 from transforms.inputs.tokenizer import LongCLIPTokenizer
 from transforms.model.scorer import LongCLIPScorer
@@ -37,8 +37,13 @@ def run_pipeline(
     device: str = "cpu",
     precision: str = "fp32",
     prepare_threads: int = 4,
+    source: Optional[beam.PTransform] = None,
+    fields: Optional[RecordFields] = None,
 ) -> tuple[float, float, list[float]]:
     """Scores `records` with ScoreLongCLIP on the FnApiRunner, batches of exactly `batch_size`.
+
+    `source`, when given, reads the same records from files (a job reader returning `.records`) instead
+    of `beam.Create`: its per-record work is then part of the steady time.
 
     Returns (steady seconds, wall seconds, scores by record id). Steady time runs from the first
     record entering ScoreLongCLIP to the last one leaving it, so it leaves out the pipeline's start
@@ -47,13 +52,17 @@ def run_pipeline(
     run = next(_RUN_IDS)
     start = time.perf_counter()
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
+        if source is None:
+            read = pipeline | beam.Create(records, reshuffle=False)
+        else:
+            read = (pipeline | source).records
         (
-            pipeline
-            | beam.Create(records, reshuffle=False)
+            read
             | "In" >> beam.ParDo(_Note(run, "in"))
             | ScoreLongCLIP(
                 ModelSettings(model=checkpoint, device=device, precision=precision),
                 batching=BatchSettings(min_batch_size=batch_size, max_batch_size=batch_size),
+                fields=fields or RecordFields(),
                 images=ImageSettings(prepare_threads=prepare_threads),
             )
             | "Out" >> beam.ParDo(_Note(run, "out"))
