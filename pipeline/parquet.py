@@ -101,17 +101,14 @@ class ScoredTable:
         key_columns: Sequence[str] = (),
     ):
         self._outputs = OutputFields.of(fields)
-        self._from_parquet = input_schema is not None
         added = set(self._outputs.names)
-        if self._from_parquet:
-            own = [
-                _without_image_bytes(column, fields.image_key) for column in input_schema if column.name not in added
-            ]
+        self._key_columns: Optional[list[str]] = None  # None: the input's own columns
+        if input_schema is not None:
+            own = [_without_image_bytes(col, fields.image_key) for col in input_schema if col.name not in added]
         else:
             keys = dict.fromkeys([fields.image_key, fields.text_key, *key_columns])
-            own = [pa.field(name, pa.string()) for name in keys if name not in added]
-            own.append(pa.field(RECORD_COLUMN, pa.string()))
-        self._text_columns = [column.name for column in own if column.name != RECORD_COLUMN]
+            self._key_columns = [name for name in keys if name not in added]
+            own = [pa.field(name, pa.string()) for name in [*self._key_columns, RECORD_COLUMN]]
         outputs = self._outputs
         scores = [
             pa.field(outputs.score, pa.float64()),
@@ -127,9 +124,9 @@ class ScoredTable:
     def row(self, record: Mapping[str, Any]) -> dict:
         """The row of one scored record (the transform has already replaced inline image bytes)."""
         added = self._outputs.names
-        if self._from_parquet:
+        if self._key_columns is None:
             return {name: record.get(name) for name in self.schema.names}
-        row = {name: _as_text(record.get(name)) for name in self._text_columns}
+        row = {name: _as_text(record.get(name)) for name in self._key_columns}
         row[RECORD_COLUMN] = records.to_json({key: value for key, value in record.items() if key not in added})
         row.update((name, record[name]) for name in added)
         return row
