@@ -3,6 +3,9 @@
 - The job's WebDataset reader (image bytes inline in a shard) against its JSONL reader (image paths), on the
   same records and the same image files: inline images save a file open per record and must not cost more.
 - `--embeddings` against none: the features come from the same forward pass, so they must cost almost nothing.
+
+Each is timed twice: by steady wall time (throughput, what a dedicated machine shows) and by the process's
+CPU time over the same span (the work done, which other processes on a shared machine move much less).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from bench import models, workload
-from bench.runs import run_pipeline
+from bench.runs import PipelineRun, measure_pipeline
 from pipeline.sources import ReadJsonLines
 from pipeline.webdataset import ReadWebDataset
 from transforms import RecordFields
@@ -25,45 +28,47 @@ TARGETS = {
 
 def input_formats(report, records: list[dict], checkpoint: str, *, batch_size: int, device: str, repeats: int) -> None:
     """Pipeline throughput reading `records` from a WebDataset shard and from JSONL, interleaved, best of repeats."""
-    best, scores = {"jsonl": float("inf"), "webdataset": float("inf")}, {}
+    runs: dict[str, list[PipelineRun]] = {"jsonl": [], "webdataset": []}
     with tempfile.TemporaryDirectory() as folder:
         jsonl = str(workload.write_jsonl(Path(folder) / "captions.jsonl", records))
         shard = str(workload.write_webdataset(Path(folder) / "00000.tar", records))
         for _ in range(repeats):
             for name, source in (("jsonl", ReadJsonLines(jsonl)), ("webdataset", ReadWebDataset(shard))):
-                steady, _, scores[name] = run_pipeline(
-                    records, checkpoint, batch_size=batch_size, device=device, source=source
+                runs[name].append(
+                    measure_pipeline(records, checkpoint, batch_size=batch_size, device=device, source=source)
                 )
-                best[name] = min(best[name], steady)
-    deviation = max(abs(a - b) for a, b in zip(scores["jsonl"], scores["webdataset"], strict=True))
-    report.add(f"JSONL, image paths: pipeline, batch {batch_size}", f"{len(records) / best['jsonl']:.2f} pairs/s")
-    report.add(
-        f"WebDataset shard, inline images: pipeline, batch {batch_size}",
-        f"{len(records) / best['webdataset']:.2f} pairs/s",
-        f"(max |score diff| {deviation:.1e})",
-    )
-    name = "WebDataset inline images / JSONL image paths"
-    report.ratio(name, best["jsonl"] / best["webdataset"], TARGETS[name])
+    labels = {"jsonl": "JSONL, image paths", "webdataset": "WebDataset shard, inline images"}
+    _compare(report, records, runs, labels, "WebDataset inline images / JSONL image paths", batch_size)
 
 
 def embeddings_cost(report, records: list[dict], checkpoint: str, *, batch_size: int, device: str, repeats: int):
     """Pipeline throughput with and without embeddings on the same records, interleaved, best of repeats."""
-    best, scores = {False: float("inf"), True: float("inf")}, {}
+    runs: dict[str, list[PipelineRun]] = {"without": [], "with": []}
     for _ in range(repeats):
-        for wanted in (False, True):
-            steady, _, scores[wanted] = run_pipeline(
-                records, checkpoint, batch_size=batch_size, device=device, fields=RecordFields(embeddings=wanted)
+        for name in runs:
+            fields = RecordFields(embeddings=name == "with")
+            runs[name].append(
+                measure_pipeline(records, checkpoint, batch_size=batch_size, device=device, fields=fields)
             )
-            best[wanted] = min(best[wanted], steady)
-    deviation = max(abs(a - b) for a, b in zip(scores[False], scores[True], strict=True))
-    report.add(f"without --embeddings: pipeline, batch {batch_size}", f"{len(records) / best[False]:.2f} pairs/s")
-    report.add(
-        f"with --embeddings: pipeline, batch {batch_size}",
-        f"{len(records) / best[True]:.2f} pairs/s",
-        f"(max |score diff| {deviation:.1e})",
-    )
-    name = "with --embeddings / without"
-    report.ratio(name, best[False] / best[True], TARGETS[name])
+    labels = {"without": "without --embeddings", "with": "with --embeddings"}
+    _compare(report, records, runs, labels, "with --embeddings / without", batch_size)
+
+
+def _compare(report, records, runs: dict[str, list[PipelineRun]], labels: dict, ratio: str, batch_size: int) -> None:
+    """Reports each variant's best throughput and CPU time per pair, and the ratio of the second to the first."""
+    base, other = runs
+    best = {name: min(run.steady for run in runs[name]) for name in runs}
+    cpu = {name: min(run.cpu for run in runs[name]) for name in runs}
+    deviation = max(abs(a - b) for a, b in zip(runs[base][-1].scores, runs[other][-1].scores, strict=True))
+    for name in runs:
+        report.add(
+            f"{labels[name]}: pipeline, batch {batch_size}",
+            f"{len(records) / best[name]:.2f} pairs/s",
+            f"({1000 * cpu[name] / len(records):.0f} ms CPU per pair)",
+        )
+    report.ratio(ratio, best[base] / best[other], TARGETS[ratio])
+    report.ratio(f"{ratio}, by CPU time per pair", cpu[base] / cpu[other], TARGETS[ratio])
+    report.add(f"{ratio}: max |score diff|", f"{deviation:.1e}")
 
 
 def main() -> None:
