@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from bench import memory, models, workload
+from bench import formats, memory, models, workload
 from bench.baseline import RowAtATimeEvaluator
 from bench.runs import PreDecoded, bare_loop, run_pipeline, timed
 from transforms.inputs.tokenizer import LongCLIPTokenizer
@@ -123,6 +123,12 @@ def main() -> None:
         best["baseline"] / best["pipeline"],
         TARGETS["pipeline / row-at-a-time, 5 captions per image"],
     )
+
+    run = dict(checkpoint=checkpoint, batch_size=batch, device=args.device, repeats=args.repeats)
+    print("Input formats, the same records and image files (pipeline with its reader, steady state):")
+    formats.input_formats(report, unique, **run)
+    print("Embeddings (pipeline, steady state):")
+    formats.embeddings_cost(report, unique, **run)
 
     print("Text tower alone, batch of captions:")
     tokenizer = LongCLIPTokenizer(scorer.context_length)

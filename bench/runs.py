@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import BatchSettings, ImageSettings, ModelSettings, ScoreLongCLIP
+from transforms import BatchSettings, ImageSettings, ModelSettings, RecordFields, ScoreLongCLIP
 from transforms.inputs.images import ImagePreprocessor, decode_image
 from transforms.inputs.tokenizer import LongCLIPTokenizer
 from transforms.model.scorer import LongCLIPScorer
@@ -25,7 +25,7 @@ class _Note(beam.DoFn):
         self._key = (run, what)
 
     def process(self, element):
-        _SEEN.setdefault(self._key, []).append((time.perf_counter(), element))
+        _SEEN.setdefault(self._key, []).append((time.perf_counter(), time.process_time(), element))
         yield element
 
 
@@ -44,28 +44,68 @@ def run_pipeline(
     record entering ScoreLongCLIP to the last one leaving it, so it leaves out the pipeline's start
     and the model load (done once per worker, before the first record); wall time includes them.
     """
+    run = measure_pipeline(
+        records,
+        checkpoint,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        prepare_threads=prepare_threads,
+    )
+    return run.steady, run.wall, run.scores
+
+
+class PipelineRun(NamedTuple):
+    steady: float  # seconds from the first record into ScoreLongCLIP to the last one out
+    wall: float  # seconds of the whole pipeline, start and model load included
+    cpu: float  # CPU seconds of this process, all threads, over the steady span: work, whatever else runs
+    scores: list[float]  # in the order of the records
+
+
+def measure_pipeline(
+    records: Sequence[dict],
+    checkpoint: str,
+    *,
+    batch_size: int,
+    device: str = "cpu",
+    precision: str = "fp32",
+    prepare_threads: int = 4,
+    source: Optional[beam.PTransform] = None,
+    fields: Optional[RecordFields] = None,
+) -> PipelineRun:
+    """`run_pipeline`, with the CPU time beside the wall time: on a shared machine the steady wall time
+    moves with other processes' load, the CPU time much less.
+
+    `source`, when given, reads the same records from files (a job reader returning `.records`) instead
+    of `beam.Create`: its per-record work is then part of the steady span.
+    """
     run = next(_RUN_IDS)
     start = time.perf_counter()
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
+        if source is None:
+            read = pipeline | beam.Create(records, reshuffle=False)
+        else:
+            read = (pipeline | source).records
         (
-            pipeline
-            | beam.Create(records, reshuffle=False)
+            read
             | "In" >> beam.ParDo(_Note(run, "in"))
             | ScoreLongCLIP(
                 ModelSettings(model=checkpoint, device=device, precision=precision),
                 batching=BatchSettings(min_batch_size=batch_size, max_batch_size=batch_size),
+                fields=fields or RecordFields(),
                 images=ImageSettings(prepare_threads=prepare_threads),
             )
             | "Out" >> beam.ParDo(_Note(run, "out"))
         )
     wall = time.perf_counter() - start
     seen_in, seen_out = _SEEN.pop((run, "in")), _SEEN.pop((run, "out"))
-    errors = [out for _, out in seen_out if out["longclip_score_error"]]
+    errors = [out for _, _, out in seen_out if out["longclip_score_error"]]
     if errors or len(seen_out) != len(records):
         raise RuntimeError(f"{len(seen_out)} of {len(records)} records out, errors: {errors[:3]}")
-    steady = max(t for t, _ in seen_out) - min(t for t, _ in seen_in)
-    by_id = {out["id"]: out["longclip_score"] for _, out in seen_out}
-    return steady, wall, [by_id[record["id"]] for record in records]
+    steady = max(t for t, _, _ in seen_out) - min(t for t, _, _ in seen_in)
+    cpu = max(c for _, c, _ in seen_out) - min(c for _, c, _ in seen_in)
+    by_id = {out["id"]: out["longclip_score"] for _, _, out in seen_out}
+    return PipelineRun(steady, wall, cpu, [by_id[record["id"]] for record in records])
 
 
 class PreDecoded:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from tests.support.datasets import write_shard
 from transforms.inputs.tokenizer import LongCLIPTokenizer
 
 _WORDS = (
@@ -80,3 +82,24 @@ def records(
                 used.append(image)
         out.append({"id": index, "image_path": str(image), "text": text})
     return out
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    """`records` as a JSONL file, images by path (the job's default input)."""
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+def write_webdataset(path: Path, records: list[dict]) -> Path:
+    """The same `records` as one WebDataset shard in img2dataset's layout: each image file's bytes inline,
+    the caption as `.txt`, the id in `.json`."""
+    members = []
+    for record in records:
+        key = f"{record['id']:09d}"
+        members += [
+            (f"{key}.jpg", Path(record["image_path"]).read_bytes()),
+            (f"{key}.json", json.dumps({"id": record["id"]}).encode()),
+            (f"{key}.txt", record["text"].encode()),
+        ]
+    write_shard(path, members)
+    return path

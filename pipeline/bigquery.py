@@ -42,14 +42,33 @@ SCORED_SCHEMA: dict = {
     ]
 }
 
-# Rejected rows (`--rejected_table`): the scored columns and the cutoff that rejected them.
-REJECTED_SCHEMA: dict = {
-    "fields": SCORED_SCHEMA["fields"]
-    + [{"name": "cutoff", "type": "FLOAT", "mode": "NULLABLE", "description": "the filter's cutoff score"}]
+# Rejected rows (`--rejected_table`) have the scored columns and the cutoff that rejected them.
+CUTOFF_COLUMN: dict = {
+    "name": "cutoff",
+    "type": "FLOAT",
+    "mode": "NULLABLE",
+    "description": "the filter's cutoff score",
 }
+
+# With --embeddings: the L2-normalised features, empty for failed rows (BigQuery arrays cannot be null).
+EMBEDDING_COLUMNS: list = [
+    {"name": "image_embedding", "type": "FLOAT", "mode": "REPEATED", "description": "image features, unit norm"},
+    {"name": "text_embedding", "type": "FLOAT", "mode": "REPEATED", "description": "caption features, unit norm"},
+]
 
 # Columns a table made by an earlier version of this job may lack: rows are written without them.
 ADDED_LATER = frozenset({"reason"})
+
+
+def scored_schema(embeddings: bool = False) -> dict:
+    """The scored table's schema: `SCORED_SCHEMA`, plus the embedding columns with `embeddings`."""
+    return {"fields": SCORED_SCHEMA["fields"] + (EMBEDDING_COLUMNS if embeddings else [])}
+
+
+def rejected_schema(embeddings: bool = False) -> dict:
+    """The rejected table's schema: the scored table's, plus the cutoff."""
+    return {"fields": scored_schema(embeddings)["fields"] + [CUTOFF_COLUMN]}
+
 
 DEAD_LETTER_SCHEMA: dict = {
     "fields": [
@@ -66,9 +85,10 @@ DEAD_LETTER_SCHEMA: dict = {
 
 
 def scored_row(record: Mapping[str, Any], *, fields: RecordFields, model: str) -> dict:
-    """One scored record as a row of `SCORED_SCHEMA`; the record itself goes whole into `record`."""
-    outputs = OutputFields(fields.output_key)
-    return {
+    """One scored record as a row of `scored_schema(fields.embeddings)`; the record itself goes into
+    `record`, whole but for the embeddings, which have their own columns."""
+    outputs = OutputFields.of(fields)
+    row = {
         "image": _as_text(record.get(fields.image_key)),
         "text": _as_text(record.get(fields.text_key)),
         "score": record[outputs.score],
@@ -79,10 +99,16 @@ def scored_row(record: Mapping[str, Any], *, fields: RecordFields, model: str) -
         "scored_at": _now(),
         "record": records.to_json(record),
     }
+    if outputs.embeddings:
+        embeddings = (outputs.image_embedding, outputs.text_embedding)
+        row["record"] = records.to_json({key: value for key, value in record.items() if key not in embeddings})
+        row["image_embedding"] = record[outputs.image_embedding] or []
+        row["text_embedding"] = record[outputs.text_embedding] or []
+    return row
 
 
 def rejected_row(record: Mapping[str, Any], *, fields: RecordFields, model: str) -> dict:
-    """One rejected record as a row of `REJECTED_SCHEMA`."""
+    """One rejected record as a row of `rejected_schema(fields.embeddings)`."""
     return {**scored_row(record, fields=fields, model=model), "cutoff": record[OutputFields(fields.output_key).cutoff]}
 
 
@@ -180,12 +206,21 @@ def ensure_table(spec: str, project: Optional[str], schema: Mapping[str, Any]) -
             )
         # Every row would be refused: a column we do not fill is REQUIRED, or one we fill once is REPEATED.
         unfillable = [name for name, (_, mode) in have.items() if mode == "REQUIRED" and name not in ours]
-        unfillable += [name for name in ours if have[name][1] == "REPEATED"]
+        unfillable += [f.name for f in fields if have[f.name][1] == "REPEATED" and f.mode != "REPEATED"]
         if unfillable:
             raise ValueError(
                 f"BigQuery table {table_id} has column(s) {', '.join(sorted(unfillable))} that no row of this job "
                 "can fill (REQUIRED columns it does not write, or REPEATED ones); make them NULLABLE or pass "
                 "a new table"
+            )
+        # ... or one we fill with a list is not REPEATED (the embeddings).
+        not_lists = [
+            f"{f.name} ({have[f.name][1]})" for f in fields if f.mode == "REPEATED" and have[f.name][1] != "REPEATED"
+        ]
+        if not_lists:
+            raise ValueError(
+                f"BigQuery table {table_id} has column(s) {', '.join(not_lists)} where this job writes lists "
+                "(REPEATED FLOAT); pass a new table"
             )
     return f"{reference.projectId}:{reference.datasetId}.{reference.tableId}"
 

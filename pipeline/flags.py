@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import typing
 from typing import Any, NamedTuple, Optional
@@ -35,18 +36,35 @@ GCS_PATH = r"^gs://[^/]+(/.*)?$"
 SUBSCRIPTION = r"^projects/[^/]+/subscriptions/[^/]+$"
 TOPIC = r"^projects/[^/]+/topics/[^/]+$"
 TABLE = r"^([^:.]+[:.])?[A-Za-z0-9_]+\.[^:.]+$"
+INPUT_FORMATS = ("auto", "jsonl", "webdataset", "parquet")
+OUTPUT_FORMATS = ("jsonl", "parquet")
+EXTENSIONS = r"^[A-Za-z0-9]+(\.[A-Za-z0-9]+)*(,[A-Za-z0-9]+(\.[A-Za-z0-9]+)*)*$"  # jpg,png,seg.png
 
 
 @dataclasses.dataclass(frozen=True)
 class InputOptions:
-    """Where records come from: JSONL files, or Pub/Sub messages (one JSON object each)."""
+    """Where records come from: JSONL, WebDataset or Parquet files, or Pub/Sub messages (one JSON object each)."""
 
     input: Optional[str] = setting(
         None,
-        "JSONL file or glob, local or gs://; one JSON object per line",
-        label="Input JSONL files",
+        "file or glob, local or gs://: JSONL (one JSON object per line), WebDataset .tar shards or Parquet "
+        "(see --input_format)",
+        label="Input files",
         param_type="GCS_READ_FILE",
         regex=GCS_PATH,
+    )
+    input_format: str = setting(
+        "auto",
+        "format of the --input files: jsonl, webdataset or parquet; auto: by the extension of --input "
+        "(.tar: webdataset, .parquet: parquet, anything else: jsonl)",
+        label="Input files format",
+        choices=INPUT_FORMATS,
+    )
+    image_extensions: str = setting(
+        "jpg,jpeg,png,webp,gif,bmp,tif,tiff",
+        "WebDataset: the member extensions that hold a sample's image, comma-separated, the first present wins",
+        label="WebDataset image extensions",
+        regex=EXTENSIONS,
     )
     input_subscription: Optional[str] = setting(
         None,
@@ -98,6 +116,11 @@ class InputOptions:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if not re.fullmatch(EXTENSIONS, self.image_extensions):
+            raise InvalidSetting(
+                "image_extensions",
+                f"must be extensions separated by commas, e.g. jpg,png; got {self.image_extensions!r}",
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +134,13 @@ class OutputOptions:
         label="Output files prefix",
         param_type="GCS_WRITE_FILE",
         regex=GCS_PATH,
+    )
+    output_format: str = setting(
+        "jsonl",
+        "format of the --output files: jsonl, or parquet (<output>-SSSSS-of-NNNNN.parquet, typed columns; "
+        "batch jobs only); dead-letter files are JSONL either way",
+        label="Output files format",
+        choices=OUTPUT_FORMATS,
     )
     output_table: Optional[str] = setting(
         None,
@@ -265,6 +295,10 @@ def check_flags(argv: Optional[typing.Sequence[str]]) -> argparse.Namespace:
         raise UsageError("pass exactly one of --input, --input_subscription and --input_topic")
     if not known.output and not known.output_table:
         raise UsageError("pass --output (files), --output_table (BigQuery), or both")
+    if known.input_format not in ("auto", "jsonl") and not known.input:
+        raise UsageError(f"--input_format {known.input_format} is for --input files; Pub/Sub messages are JSON")
+    if known.output_format != "jsonl" and not known.output:
+        raise UsageError(f"--output_format {known.output_format} is the format of --output files: pass --output")
     try:
         for group in GROUPS:  # each declaration checks its own fields
             group.declaration(**{f.name: getattr(known, f.name) for f in dataclasses.fields(group.declaration)})
@@ -341,11 +375,11 @@ def flex_template_metadata() -> dict:
         parameters.append(parameter)
     return {
         "name": "LongCLIP image/caption scoring",
-        "description": "Scores image / long-caption alignment with LongCLIP (`python -m pipeline`): JSONL files "
-        "or Pub/Sub in; scored JSONL files and/or a BigQuery table out, with a dead letter. Run on GPU workers "
-        "with the template's image as sdk_container_image and the GPU as the parameter dataflow_service_options="
-        "worker_accelerator=type:...;count:1;install-nvidia-driver: the job then scores on CUDA with one shared "
-        "model per worker (README, Running on Dataflow with GPUs).",
+        "description": "Scores image / long-caption alignment with LongCLIP (`python -m pipeline`): JSONL, "
+        "WebDataset or Parquet files, or Pub/Sub in; scored JSONL or Parquet files and/or a BigQuery table out, "
+        "with a dead letter. Run on GPU workers with the template's image as sdk_container_image and the GPU as "
+        "the parameter dataflow_service_options=worker_accelerator=type:...;count:1;install-nvidia-driver: the "
+        "job then scores on CUDA with one shared model per worker (README, Running on Dataflow with GPUs).",
         "streaming": True,
         "supportsAtLeastOnce": True,
         "supportsExactlyOnce": True,

@@ -1,10 +1,12 @@
-"""The scoring job: JSONL files or Pub/Sub in; scored JSONL files and/or a BigQuery table out, plus a
-dead letter (files, a Pub/Sub topic and/or a BigQuery table) for what is not a JSON object."""
+"""The scoring job: JSONL, WebDataset or Parquet files, or Pub/Sub in; scored JSONL or Parquet files and/or
+a BigQuery table out, plus a dead letter (files, a Pub/Sub topic and/or a BigQuery table) for what cannot
+be read as a record."""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from contextlib import nullcontext
 from typing import NamedTuple, Optional, Sequence
 
@@ -20,14 +22,15 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline import bigquery, flags, progress, records, resume, workers
+from pipeline import bigquery, flags, parquet, progress, records, resume, workers
 from pipeline.filters import KeepByScore
 from pipeline.flags import UsageError
 from pipeline.options import ScoreLongCLIPOptions
 from pipeline.parts import InputPart, InputProblem, is_local_path, local_path, plan_parts
 from pipeline.progress import ProgressMonitor
 from pipeline.sinks import PublishJson, WriteJsonLines
-from pipeline.sources import ReadJsonLines, ReadPubSubRecords
+from pipeline.sources import ReadJsonLines, ReadPubSubRecords, input_format
+from pipeline.webdataset import ReadWebDataset, SampleLayout
 from transforms import (
     BatchSettings,
     CheckpointFormatError,
@@ -70,6 +73,8 @@ def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
         )
     if known.resume:
         _check_resume(known, standard.streaming)
+    if known.output_format == "parquet" and standard.streaming:
+        raise UsageError("--output_format parquet is for batch jobs; a streaming job writes JSONL files")
     if standard.runner is None:
         standard.runner = flags.DEFAULT_LOCAL_STREAMING_RUNNER if standard.streaming else flags.DEFAULT_LOCAL_RUNNER
     if known.resume and not is_local(options):
@@ -95,6 +100,11 @@ def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
 def _check_resume(known, streaming: bool) -> None:
     if streaming or not known.input:
         raise UsageError("--resume is for batch jobs over --input files (a Pub/Sub subscription keeps its own place)")
+    if input_format(known.input, known.input_format) != "jsonl" or known.output_format != "jsonl":
+        raise UsageError(
+            "--resume reads JSONL input part by part and writes JSONL files; WebDataset and Parquet jobs cannot "
+            "resume yet: split the shards or files over several runs instead"
+        )
     if not known.output:
         raise UsageError("--resume writes files: add --output")
     others = [
@@ -120,14 +130,19 @@ def is_local(options: PipelineOptions) -> bool:
 
 
 class InputPlan(NamedTuple):
-    """The parts of the --input files, and the ones this run reads (all, unless --resume found some done)."""
+    """The parts of the --input files, and the ones this run reads (all, unless --resume found some done).
+
+    `files`: their format (`sources.input_format`). JSONL files are cut into parts of --input_part_bytes;
+    WebDataset shards and Parquet files are one part each, read by their own readers."""
 
     parts: tuple[InputPart, ...]
     todo: tuple[InputPart, ...]
+    files: str = "jsonl"
 
     def total_bytes(self) -> Optional[int]:
-        """The bytes this run reads, for percent done; None when a part is compressed (its size is not known)."""
-        if any(part.compressed for part in self.todo):
+        """The bytes of JSONL lines this run reads, for percent done; None when a part is compressed (its size
+        is not known) or the files are not JSONL."""
+        if self.files != "jsonl" or any(part.compressed for part in self.todo):
             return None
         return sum(part.end - part.start for part in self.todo)
 
@@ -158,7 +173,10 @@ def check_files(options: PipelineOptions) -> Optional[InputPlan]:
         raise UsageError(f"--input: {exc}") from None
     size = sum(part.end - part.start for part in plan.parts)
     files = len({part.path for part in plan.parts})
-    _LOGGER.info("Input: %d file(s) matching %s, %s in %d part(s)", files, job.input, _size(size), len(plan.parts))
+    if plan.files == "jsonl":
+        _LOGGER.info("Input: %d file(s) matching %s, %s in %d part(s)", files, job.input, _size(size), len(plan.parts))
+    else:
+        _LOGGER.info("Input: %d %s file(s) matching %s, %s", files, plan.files, job.input, _size(size))
     if job.resume:
         old = resume.unresumable_outputs(job.output)
         if old:
@@ -187,9 +205,11 @@ def _size(count: int) -> str:
 
 def plan_input(options: ScoreLongCLIPOptions) -> InputPlan:
     """The parts of --input; with --resume, those without outputs under --output. Raises `InputProblem`."""
-    parts = tuple(plan_parts(options.input, options.input_part_bytes))
+    files = input_format(options.input, options.input_format)
+    part_bytes = options.input_part_bytes if files == "jsonl" else sys.maxsize
+    parts = tuple(plan_parts(options.input, part_bytes))
     todo = resume.progress(parts, options.output).todo if options.resume else parts
-    return InputPlan(parts, todo)
+    return InputPlan(parts, todo, files)
 
 
 def _check_output_prefix(flag: str, prefix: str) -> None:
@@ -229,9 +249,9 @@ def ensure_tables(options: PipelineOptions) -> None:
     project = options.view_as(GoogleCloudOptions).project
     dry_run = options.view_as(TestOptions).dry_run
     tables = (
-        ("output_table", bigquery.SCORED_SCHEMA),
+        ("output_table", bigquery.scored_schema(job.embeddings)),
         ("dead_letter_table", bigquery.DEAD_LETTER_SCHEMA),
-        ("rejected_table", bigquery.REJECTED_SCHEMA),
+        ("rejected_table", bigquery.rejected_schema(job.embeddings)),
     )
     for flag, schema in tables:
         spec = getattr(job, flag)
@@ -256,15 +276,28 @@ def build(
 ) -> None:
     """Adds read → parse → ScoreLongCLIP → (filter →) write, and the dead letter, to `pipeline`.
 
-    `plan`: the input parts from `check_files` (found here when not given). `progress_folder`: a local batch
-    job's `ProgressMonitor` folder, where records read and scored are tallied.
+    `plan`: the input files (and JSONL parts) from `check_files` (found here when not given).
+    `progress_folder`: a local batch job's `ProgressMonitor` folder, where records read and scored are tallied.
     """
+    settings = flags.settings_from(options)
     if options.input:
         plan = plan or plan_input(options)
+    files = plan.files if plan else None
+    if files == "jsonl":
         parsed = pipeline | "ReadJsonLines" >> ReadJsonLines(plan.todo, options.max_line_bytes, progress_folder)
         total_bytes = plan.total_bytes()
         if total_bytes is not None:  # for percent done on Dataflow, beside pipeline/input_bytes_read
             _ = pipeline | "InputSize" >> beam.Create([total_bytes]) | "CountInputBytes" >> beam.Map(_count_input_bytes)
+    elif files == "webdataset":
+        layout = SampleLayout(
+            image_key=settings[RecordFields].image_key,
+            text_key=settings[RecordFields].text_key,
+            image_extensions=tuple(options.image_extensions.lower().split(",")),
+            max_image_bytes=settings[ImageSettings].max_image_bytes,
+        )
+        parsed = pipeline | "ReadWebDataset" >> ReadWebDataset(options.input, layout)
+    elif files == "parquet":
+        parsed = pipeline | "ReadParquet" >> parquet.ReadParquetRecords(options.input)
     else:
         parsed = pipeline | "ReadPubSub" >> ReadPubSubRecords(
             subscription=options.input_subscription,
@@ -273,7 +306,6 @@ def build(
             timestamp_attribute=options.timestamp_attribute,
             attributes_key=options.attributes_key,
         )
-    settings = flags.settings_from(options)
     score = ScoreLongCLIP(
         settings[ModelSettings],
         batching=settings[BatchSettings],
@@ -281,10 +313,16 @@ def build(
         images=settings[ImageSettings],
         metrics_namespace=SCORE_STEP,
     )
-    dead_letters = [parsed[records.DEAD_LETTER]]
+    read, dead_letters = parsed.records, [parsed[records.DEAD_LETTER]]
+    if progress_folder and files != "jsonl":  # JSONL lines are tallied as they are read, dead letters included
+        read = read | "ProgressRead" >> beam.ParDo(progress.CountProgress(progress_folder, progress.READ))
+        dead_letters = [
+            dead_letters[0]
+            | "ProgressReadDeadLetters" >> beam.ParDo(progress.CountProgress(progress_folder, progress.READ))
+        ]
     if progress_folder:
         # Counted before any Flatten: the FnApiRunner runs what follows a Flatten only once all before it is done.
-        outcomes = parsed.records | SCORE_STEP >> score.with_exception_handling()
+        outcomes = read | SCORE_STEP >> score.with_exception_handling()
         scored = [
             pcoll | f"Progress{name}" >> beam.ParDo(progress.CountProgress(progress_folder, progress.SCORED))
             for name, pcoll in zip(("Scored", "Failed"), outcomes, strict=True)
@@ -294,7 +332,7 @@ def build(
             | "ProgressDeadLettered" >> beam.ParDo(progress.CountProgress(progress_folder, progress.DEAD_LETTERED))
         ]
     else:
-        scored = parsed.records | SCORE_STEP >> score
+        scored = read | SCORE_STEP >> score
     if options.resume:
         tagged = (
             scored | "TagScored" >> beam.Map(lambda record: (resume.SCORED, record)),
@@ -308,25 +346,33 @@ def build(
         scored, rejected = scored | "KeepByScore" >> KeepByScore(
             OutputFields(options.output_key), min_score=options.keep_min_score, top_fraction=options.keep_top_fraction
         )
-    if options.output:
+    rejected_output = options.rejected_output or (f"{options.output}.rejected" if options.output else None)
+    if options.output and options.output_format == "parquet":
+        scored | "WriteScored" >> parquet.WriteParquet(options.output, _scored_table(options, settings, files))
+        if rejected is not None and rejected_output:
+            table = _scored_table(options, settings, files, with_cutoff=True)
+            rejected | "WriteRejected" >> parquet.WriteParquet(rejected_output, table)
+    elif options.output:
         scored | "WriteScored" >> WriteJsonLines(options.output, options.window_seconds)
+    if rejected is not None and rejected_output and options.output_format != "parquet":
+        rejected | "WriteRejected" >> WriteJsonLines(rejected_output, options.window_seconds)
     if options.output_table:
         rows = scored | "ToTableRows" >> beam.Map(
             bigquery.scored_row, fields=settings[RecordFields], model=options.model
         )
         dead_letters.append(
-            rows | "WriteScoredToBigQuery" >> bigquery.WriteRows(options.output_table, bigquery.SCORED_SCHEMA)
-        )
-    if rejected is not None and (options.rejected_output or options.output):
-        rejected | "WriteRejected" >> WriteJsonLines(
-            options.rejected_output or f"{options.output}.rejected", options.window_seconds
+            rows
+            | "WriteScoredToBigQuery"
+            >> bigquery.WriteRows(options.output_table, bigquery.scored_schema(options.embeddings))
         )
     if rejected is not None and options.rejected_table:
         rows = rejected | "ToRejectedRows" >> beam.Map(
             bigquery.rejected_row, fields=settings[RecordFields], model=options.model
         )
         dead_letters.append(
-            rows | "WriteRejectedToBigQuery" >> bigquery.WriteRows(options.rejected_table, bigquery.REJECTED_SCHEMA)
+            rows
+            | "WriteRejectedToBigQuery"
+            >> bigquery.WriteRows(options.rejected_table, bigquery.rejected_schema(options.embeddings))
         )
     dead_letter = dead_letters | "DeadLetters" >> beam.Flatten()
     if options.dead_letter or (options.output and not (options.dead_letter_topic or options.dead_letter_table)):
@@ -354,7 +400,8 @@ def _log_outputs(job: ScoreLongCLIPOptions) -> None:
         _LOGGER.info("Input: Pub/Sub %s", job.input_subscription or f"{job.input_topic} (temporary subscription)")
     scored = []
     if job.output:
-        scored.append(f"{job.output}-part-ID.jsonl files" if job.resume else f"{job.output}-*.jsonl files")
+        extension = ".parquet" if job.output_format == "parquet" else ".jsonl"
+        scored.append(f"{job.output}-part-ID.jsonl files" if job.resume else f"{job.output}-*{extension} files")
     if job.output_table:
         scored.append(f"BigQuery table {job.output_table}")
     dead = [f"BigQuery table {job.dead_letter_table}"] if job.dead_letter_table else []
@@ -365,6 +412,23 @@ def _log_outputs(job: ScoreLongCLIPOptions) -> None:
         dead.append(f"{job.dead_letter or job.output + '.dead_letter'}{name} files")
     _LOGGER.info("Scored records (score 0.0 with a reason when they cannot be) go to %s", " and ".join(scored))
     _LOGGER.info("Dead letters (lines that are not JSON objects, refused rows) go to %s", " and ".join(dead))
+
+
+def _scored_table(
+    options: ScoreLongCLIPOptions, settings: dict, files: Optional[str], with_cutoff: bool = False
+) -> parquet.ScoredTable:
+    """The Parquet output's columns: the input's own when it is Parquet (read from the files' footers now);
+    `with_cutoff` for the rejected records, which also carry the cutoff that rejected them."""
+    input_schema = None
+    if files == "parquet":
+        try:
+            input_schema = parquet.read_schema(options.input)
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"--input: {exc}") from None
+    key_columns = ("__key__", "__url__") if files == "webdataset" else ()
+    return parquet.ScoredTable(
+        settings[RecordFields], input_schema=input_schema, key_columns=key_columns, with_cutoff=with_cutoff
+    )
 
 
 def _log_unwritable(entry: dict) -> None:

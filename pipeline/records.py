@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import datetime
+import decimal
 import json
 import math
 from typing import Iterator, Mapping, Optional, Union
@@ -63,12 +65,26 @@ def dead_letter_entry(
 def to_json(value) -> str:
     """Strict JSON text on one line: NaN and ±Infinity, which Python's parser accepts, are written as the
     strings "NaN", "Infinity" and "-Infinity", so every reader (BigQuery, `bq load`, JavaScript) takes the
-    output; U+0085, U+2028 and U+2029 are escaped, since `str.splitlines()` and others break lines there."""
-    text = json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+    output; U+0085, U+2028 and U+2029 are escaped, since `str.splitlines()` and others break lines there.
+    Values of Parquet columns that JSON lacks: times and dates in ISO 8601, decimals as strings, durations in
+    seconds, bytes in base64 (as BigQuery writes its BYTES in JSON)."""
+    text = json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, default=_json_default)
     return text.translate(_LINE_BREAKS) if not text.isascii() else text
 
 
 _LINE_BREAKS = {ord(character): f"\\u{ord(character):04x}" for character in "\x85\u2028\u2029"}
+
+
+def _json_default(value):
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    raise TypeError(f"{type(value).__name__} values cannot be written as JSON")
 
 
 def _finite(value):
@@ -76,7 +92,7 @@ def _finite(value):
         return repr(value).replace("inf", "Infinity").replace("nan", "NaN")
     if isinstance(value, dict):
         return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):  # tuples: the entries of a Parquet map column
         return [_finite(item) for item in value]
     return value
 

@@ -6,6 +6,7 @@ import time
 
 import apache_beam as beam
 import pytest
+import torch
 from google.cloud import bigquery
 
 from pipeline import bigquery as bq_sink
@@ -148,3 +149,58 @@ def test_a_table_from_before_the_reason_column_still_takes_the_rows(
         "image_wrong_type",
         "text_empty",
     ]
+
+
+def test_embeddings_go_to_repeated_float_columns(tmp_path, dataset, longclip_checkpoint, good_images):
+    client, name = dataset
+    _write_input(tmp_path / "in.jsonl", good_images)
+    base = ["--project", GCP_PROJECT, "--model", str(longclip_checkpoint), "--embeddings"]
+    argv = ["--input", str(tmp_path / "in.jsonl"), "--output_table", f"{name}.embedded"]
+    counts = summarize(run(argv + base + ["--dead_letter", str(tmp_path / "dead")]))
+    assert counts["scored"] == 2 and counts.get("bigquery_rejected", 0) == 0
+    table = client.get_table(f"{GCP_PROJECT}.{name}.embedded")
+    assert {(f.name, f.field_type, f.mode) for f in table.schema} >= {
+        ("image_embedding", "FLOAT", "REPEATED"),
+        ("text_embedding", "FLOAT", "REPEATED"),
+    }
+    rows = sorted((dict(r) for r in client.list_rows(table)), key=lambda r: r["record"]["id"])
+    assert [r["record"]["id"] for r in rows] == [1, 2, 3, 4]
+    for row in rows:
+        assert not any("embedding" in key for key in row["record"]), "the vectors are in their own columns only"
+        if row["error"] is not None:
+            assert row["image_embedding"] == row["text_embedding"] == []  # BigQuery arrays cannot be null
+            continue
+        image, text = torch.tensor(row["image_embedding"]).double(), torch.tensor(row["text_embedding"]).double()
+        assert image.shape == text.shape == (32,)
+        assert abs(image.norm() - 1) < 1e-5 and abs(text.norm() - 1) < 1e-5
+        assert abs(min(max((image @ text + 1) / 2, 0.0), 1.0) - row["score"]) < 1e-6
+
+    ours = [bigquery.SchemaField.from_api_repr(field) for field in bq_sink.SCORED_SCHEMA["fields"]]
+    client.create_table(bigquery.Table(f"{GCP_PROJECT}.{name}.plain", schema=ours))
+    with pytest.raises(UsageError, match=r"without the column\(s\) image_embedding FLOAT, text_embedding FLOAT"):
+        _ensure(["--input", "x", "--output_table", f"{name}.plain"] + base)
+    single = [bigquery.SchemaField(column, "FLOAT") for column in ("image_embedding", "text_embedding")]
+    client.create_table(bigquery.Table(f"{GCP_PROJECT}.{name}.single", schema=ours + single))
+    with pytest.raises(UsageError, match=r"image_embedding \(NULLABLE\), text_embedding \(NULLABLE\) where this job"):
+        _ensure(["--input", "x", "--output_table", f"{name}.single"] + base)
+
+
+def test_rejected_rows_go_to_their_own_table_with_the_cutoff(tmp_path, dataset, longclip_checkpoint, good_images):
+    """A filtered job with --output_table: kept rows in it, the rest in <table>_rejected, which has the same
+    columns (embeddings included) plus the cutoff."""
+    client, name = dataset
+    _write_input(tmp_path / "in.jsonl", good_images)
+    argv = ["--input", str(tmp_path / "in.jsonl"), "--output_table", f"{name}.kept", "--keep_top_fraction", "0.5"]
+    base = ["--project", GCP_PROJECT, "--model", str(longclip_checkpoint), "--embeddings"]
+    counts = summarize(run(argv + base + ["--dead_letter", str(tmp_path / "dead")]))
+    assert (counts["kept"], counts["rejected"]) == (1, 3) and counts.get("bigquery_rejected", 0) == 0
+    rejected_table = client.get_table(f"{GCP_PROJECT}.{name}.kept_rejected")
+    assert [f.name for f in rejected_table.schema] == [
+        f.name for f in client.get_table(f"{GCP_PROJECT}.{name}.kept").schema
+    ] + ["cutoff"]
+    (kept,) = client.list_rows(f"{GCP_PROJECT}.{name}.kept")
+    rejected = sorted((dict(r) for r in client.list_rows(rejected_table)), key=lambda r: r["record"]["id"])
+    assert sorted([kept["record"]["id"]] + [r["record"]["id"] for r in rejected]) == [1, 2, 3, 4]
+    assert {r["cutoff"] for r in rejected} == {kept["score"]}
+    scored = [r for r in rejected if r["reason"] is None]
+    assert len(scored) == 1 and scored[0]["score"] < kept["score"] and len(scored[0]["image_embedding"]) == 32

@@ -18,6 +18,7 @@ from transforms import (
     ModelSettings,
     PairPreparer,
     PreparedPair,
+    ScoreWithEmbeddings,
 )
 from transforms.beam.handler import _unique_images
 
@@ -97,3 +98,18 @@ def test_out_of_memory_lowers_the_batch_size_of_later_batches(tmp_path, longclip
     second = handler.run_inference(_pairs(good_images, [f"dog {i}" for i in range(5)]), model)
     assert all(isinstance(result.inference, float) for result in second)
     assert read_calls(tmp_path / "calls")[6:] == [(2, "ok"), (2, "ok"), (1, "ok")], "no batch runs out again"
+
+
+def test_embeddings_come_when_asked_for_as_an_inference_arg(longclip_checkpoint, good_images):
+    preparer = PairPreparer(image_resolution=32, context_length=248)
+    handler = LongCLIPModelHandler(ModelSettings(model=str(longclip_checkpoint), device="cpu"))
+    image = preparer.load_image({"image_path": str(good_images["rgb.png"])})
+    batch = [PreparedPair(image.pixels, preparer.tokenize_text({"text": "a cat"}).ids, None, image.digest)]
+    model = handler.load_model()
+    (plain,) = handler.run_inference(batch, model)
+    (embedded,) = handler.run_inference(batch, model, {"embeddings": True})
+    assert isinstance(embedded.inference, ScoreWithEmbeddings) and embedded.inference.score == plain.inference
+    assert len(embedded.inference.image_embedding) == len(embedded.inference.text_embedding) == 32
+    handler.validate_inference_args({"embeddings": True})
+    with pytest.raises(ValueError, match="only the inference_arg 'embeddings', got \\['temperature'\\]"):
+        handler.validate_inference_args({"temperature": 1.0})

@@ -47,6 +47,12 @@ def _reason(preparer, record) -> str:
         ({"image_path": "  ", "text": "a cat"}, errors.IMAGE_MISSING),
         ({"image_path": 7, "text": "a cat"}, errors.IMAGE_WRONG_TYPE),
         ({"image_path": "/no/such/file.jpg", "text": "a cat"}, errors.IMAGE_NOT_FOUND),
+        ({"image_path": b"", "text": "a cat"}, errors.IMAGE_UNDECODABLE),
+        ({"image_path": b"GIF89a broken", "text": "a cat"}, errors.IMAGE_UNDECODABLE),
+        ({"image_path": {"bytes": None, "path": None}, "text": "a cat"}, errors.IMAGE_MISSING),
+        ({"image_path": {"bytes": "not bytes", "path": "x.png"}, "text": "a cat"}, errors.IMAGE_WRONG_TYPE),
+        ({"image_path": {"bytes": None, "path": "/no/such/file.jpg"}, "text": "a cat"}, errors.IMAGE_NOT_FOUND),
+        ({"image_path": {"size": 3}, "text": "a cat"}, errors.IMAGE_WRONG_TYPE),
     ],
 )
 def test_bad_fields(preparer, record, code):
@@ -66,6 +72,10 @@ def test_bad_fields(preparer, record, code):
 )
 def test_bad_files(preparer, bad_images, name, code):
     assert _reason(preparer, {"image_path": str(bad_images[name]), "text": "a cat"}) == code
+    if bad_images[name].is_file():  # the same bytes inline, raw or in a Hugging Face image struct: the same reason
+        data = bad_images[name].read_bytes()
+        assert _reason(preparer, {"image_path": data, "text": "a cat"}) == code
+        assert _reason(preparer, {"image_path": {"bytes": data, "path": name}, "text": "a cat"}) == code
 
 
 def test_byte_and_pixel_limits(good_images):
@@ -77,6 +87,8 @@ def test_byte_and_pixel_limits(good_images):
     assert (
         _reason(strict, {"image_path": str(good_images["large_1800x1200.jpg"]), "text": "x"}) == errors.IMAGE_TOO_LARGE
     )
+    inline = good_images["large_1800x1200.jpg"].read_bytes()
+    assert _reason(strict, {"image_path": inline, "text": "x"}) == errors.IMAGE_TOO_LARGE
     few_pixels = PairPreparer(image_resolution=32, context_length=248, images=ImageSettings(max_image_pixels=1000))
     assert _reason(few_pixels, {"image_path": str(good_images["rgb.jpg"]), "text": "x"}) == errors.IMAGE_TOO_LARGE
 

@@ -255,6 +255,19 @@ def _cli(*args) -> subprocess.CompletedProcess:
             ["--streaming", "--input_topic", "projects/p/topics/t", "--output", "y", "--keep_top_fraction", "0.3"],
             "--keep_top_fraction needs every score before it can cut",
         ),
+        (
+            ["--streaming", "--input", "x", "--output", "y", "--output_format", "parquet"],
+            "--output_format parquet is for batch jobs; a streaming job writes JSONL files",
+        ),
+        (
+            ["--streaming", "--input_topic", "projects/p/topics/t", "--output", "y", "--input_format", "parquet"],
+            "--input_format parquet is for --input files; Pub/Sub messages are JSON",
+        ),
+        (["--input", "x", "--output_table", "d.t", "--output_format", "parquet"], "--output_format parquet is the"),
+        (["--input", "x", "--output", "y", "--input_format", "csv"], "invalid choice: 'csv'"),
+        (["--input", "x.parquet", "--output", "y", "--resume"], "--resume reads JSONL input part by part"),
+        (["--input", "x", "--output", "y", "--output_format", "parquet", "--resume"], "--resume reads JSONL input"),
+        (["--input", "x", "--output", "y", "--image_extensions", "jpg, png"], "--image_extensions: must be extensions"),
     ],
 )
 def test_bad_flags_fail_with_a_clear_message(args, message):

@@ -1,5 +1,5 @@
-"""Turning records into model inputs: an image read once however often it is listed, text checks, and
-how many images are decoded at once."""
+"""Turning records into model inputs: an image read once however often it is listed, inline or not; text
+checks, and how many images are decoded at once."""
 
 import shutil
 import threading
@@ -104,3 +104,29 @@ def test_many_fetches_at_once_but_only_prepare_threads_decode(tmp_path, monkeypa
         list(pool.map(lambda i: preparer.load_image({"image_path": str(tmp_path / f"{i}.png")}), range(8)))
     assert most[0] == 2 and len(decoding_threads) == 2
     preparer.close()
+
+
+def test_inline_bytes_and_image_structs_load_like_the_file_and_share_its_digest(good_images):
+    preparer = PairPreparer(image_resolution=32, context_length=248)
+    path = good_images["rgb.jpg"]
+    from_file = preparer.load_image({"image_path": str(path)})
+    data = path.read_bytes()
+    inline = preparer.load_image({"image_path": data})
+    struct = preparer.load_image({"image_path": {"bytes": data, "path": "elsewhere/rgb.jpg"}})
+    by_path = preparer.load_image({"image_path": {"bytes": None, "path": str(good_images["rgb.png"])}})
+    assert inline.digest == from_file.digest == struct.digest, "the same image must be known as the same"
+    assert torch.equal(inline.pixels, from_file.pixels)
+    assert struct.pixels is inline.pixels, "identical recent bytes must not be decoded again"
+    assert torch.equal(by_path.pixels, preparer.load_image({"image_path": str(good_images["rgb.png"])}).pixels)
+
+
+def test_outputs_keep_no_image_bytes():
+    preparer = PairPreparer(image_resolution=32, context_length=248)
+    record = {"image_path": b"\xff\xd8 bytes", "text": "a cat", "other": b"kept"}
+    assert preparer.without_image_bytes(record) == {"image_path": None, "text": "a cat", "other": b"kept"}
+    assert record["image_path"] == b"\xff\xd8 bytes", "the input record must not change"
+    struct = {"image_path": {"bytes": b"...", "path": "cat.jpg"}, "text": "a cat"}
+    assert preparer.without_image_bytes(struct) == {"image_path": "cat.jpg", "text": "a cat"}
+    located = {"image_path": "cat.jpg", "text": "a cat"}
+    assert preparer.without_image_bytes(located) is located
+    assert preparer.without_image_bytes({"text": "no image"}) == {"text": "no image"}

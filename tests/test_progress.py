@@ -94,6 +94,27 @@ def test_a_local_job_logs_progress_while_it_runs(tmp_path, longclip_checkpoint, 
     assert any(re.search(r"\d+\.\d% done, [\d.]+ records/s, about \S+ left", line) for line in midway), lines
 
 
+def test_a_parquet_job_counts_its_rows_as_they_are_read(tmp_path, longclip_checkpoint, image_server, caplog):
+    """Parquet rows (like WebDataset samples) are not lines: they are tallied after the reader, so the
+    progress line counts them while the job runs (no percent: the bytes of rows are not known)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    urls = [f"{image_server.url}/slow/0.1/rgb.png?parquet-{i}" for i in range(80)]
+    pq.write_table(pa.table({"image_path": urls, "text": [CAPTIONS["short"]] * 80}), tmp_path / "in.parquet")
+    argv = ["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out"), "--model"]
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        run(
+            argv + [str(longclip_checkpoint), "--max_batch_size", "1", "--prepare_threads", "1"],
+            progress_interval_secs=0.25,
+        )
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Progress: ")]
+    counts = [re.match(r"Progress: ([\d,]+) records read, ([\d,]+) scored", line).groups() for line in lines]
+    midway = [line for line, (read, done) in zip(lines, counts, strict=True) if int(read) > 0 and 0 < int(done) < 80]
+    assert midway, lines
+    assert all("% done" not in line for line in lines)
+
+
 def test_a_terminal_gets_one_updating_line(tmp_path, longclip_checkpoint, good_images):
     path = _input(tmp_path, good_images, count=60)
     argv = ["--input", path, "--output", str(tmp_path / "out"), "--model", str(longclip_checkpoint)]

@@ -1,5 +1,7 @@
 """Parsing JSONL lines and Pub/Sub messages: records, or a dead-letter reason, never an exception."""
 
+import datetime
+import decimal
 import json
 import pickle
 
@@ -87,6 +89,28 @@ def test_output_json_is_one_line_for_every_reader():
     text = to_json({"text": "a\u2028b\u2029c\x85d\x1ce", "é": "ü"})
     assert len(text.splitlines()) == 1 and "é" in text
     assert json.loads(text) == {"text": "a\u2028b\u2029c\x85d\x1ce", "é": "ü"}
+
+
+def test_values_of_parquet_columns_are_written_as_json_text():
+    """Parquet rows hold times, decimals, bytes and map entries (tuples), which JSON has no words for."""
+    record = {
+        "at": datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.timezone.utc),
+        "day": datetime.date(2024, 5, 1),
+        "price": decimal.Decimal("1.50"),
+        "blob": b"\x00\x01",
+        "wait": datetime.timedelta(seconds=1.5),
+        "map": [("a", float("nan"))],
+    }
+    assert json.loads(to_json(record)) == {
+        "at": "2024-05-01T12:30:00+00:00",
+        "day": "2024-05-01",
+        "price": "1.50",
+        "blob": "AAE=",
+        "wait": 1.5,
+        "map": [["a", "NaN"]],
+    }
+    with pytest.raises(TypeError, match="set values cannot be written as JSON"):
+        to_json({"a": {1, 2}})
 
 
 def test_pubsub_messages_take_their_event_time_from_the_attribute_or_go_to_the_dead_letter(tmp_path):

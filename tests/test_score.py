@@ -119,6 +119,7 @@ def test_custom_keys_leave_other_fields_alone(tmp_path, longclip_checkpoint, goo
     outputs, _ = _run(records, ScoreLongCLIP(str(longclip_checkpoint), fields=fields), tmp_path)
     (out,) = outputs
     assert out["score"] == "kept" and out["s_error"] is None and out["s_reason"] is None and out["s_truncated"] is False
+    assert set(out) == {"img", "caption", "score", "s", "s_error", "s_reason", "s_truncated"}, "no embeddings unasked"
     assert 0.0 <= out["s"] <= 1.0 and not math.isnan(out["s"])
 
 
@@ -504,3 +505,43 @@ def test_fuzzed_records_and_damaged_images_each_come_out_once(tmp_path, longclip
 
 
 _FUZZ_RUNS = itertools.count()
+
+
+def test_inline_images_score_like_files_and_embeddings_are_the_scored_features(
+    tmp_path, longclip_checkpoint, longclip_state_dict, good_images
+):
+    """An image as a path, as raw bytes or as a Hugging Face struct scores alike, and no bytes reach the output.
+    With embeddings, each scored record carries unit vectors whose clamp((dot + 1) / 2, 0, 1) is its score;
+    failed records carry None."""
+    records = []
+    for name, caption in (("rgb.jpg", "short"), ("grey.png", "long_200_tokens"), ("cmyk.jpg", "over_248_tokens")):
+        data = good_images[name].read_bytes()
+        forms = {"path": str(good_images[name]), "bytes": data, "struct": {"bytes": data, "path": f"hf/{name}"}}
+        for form, image in forms.items():
+            records.append({"id": f"{name}/{form}", "name": name, "image_path": image, "text": CAPTIONS[caption]})
+    records += [
+        {"id": "bad/bytes", "image_path": b"not an image", "text": "a cat"},
+        {"id": "bad/text", "image_path": {"bytes": data, "path": None}, "text": " "},
+    ]
+    fields = RecordFields(embeddings=True)
+    score = ScoreLongCLIP(str(longclip_checkpoint), batching=BatchSettings(max_batch_size=4), fields=fields)
+    outputs, _ = _run(records, score, tmp_path)
+    assert sorted(o["id"] for o in outputs) == sorted(r["id"] for r in records)
+    by_id = {o["id"]: o for o in outputs}
+    for name in ("rgb.jpg", "grey.png", "cmyk.jpg"):
+        path, raw, struct = (by_id[f"{name}/{form}"] for form in ("path", "bytes", "struct"))
+        assert path["image_path"] == str(good_images[name]) and raw["image_path"] is None
+        assert struct["image_path"] == f"hf/{name}"
+        want = reference_score(longclip_state_dict, good_images[name], path["text"])
+        for out in (path, raw, struct):
+            assert abs(out["longclip_score"] - want) < 1e-6 and out["longclip_score_reason"] is None
+            image = torch.tensor(out["longclip_score_image_embedding"], dtype=torch.float64)
+            text = torch.tensor(out["longclip_score_text_embedding"], dtype=torch.float64)
+            assert image.shape == text.shape == (32,)
+            assert abs(image.norm() - 1) < 1e-5 and abs(text.norm() - 1) < 1e-5
+            assert abs(min(max((image @ text + 1) / 2, 0), 1) - out["longclip_score"]) < 1e-6
+        assert raw["longclip_score_image_embedding"] == path["longclip_score_image_embedding"]
+    for bad, reason in (("bad/bytes", "image_undecodable"), ("bad/text", "text_empty")):
+        out = by_id[bad]
+        assert out["longclip_score"] == 0.0 and out["longclip_score_reason"] == reason and out["image_path"] is None
+        assert out["longclip_score_image_embedding"] is None and out["longclip_score_text_embedding"] is None

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tests.support.captions import CAPTIONS
+from tests.support.reference_longclip import encode_image as reference_encode_image
 from tests.support.reference_longclip import encode_text as reference_encode_text
 from tests.support.reference_longclip import reference_score, rounded_like_longclip
 from transforms.inputs.images import ImagePreprocessor, decode_image
@@ -169,3 +170,29 @@ def test_forward_passes_are_bounded_across_threads(longclip_checkpoint, pixels, 
         thread.join()
     assert most[0] == bound
     assert all(result == results[0] for result in results)
+
+
+def test_features_beside_the_scores_are_the_ones_the_scores_come_from(scorer, pixels, longclip_state_dict):
+    """`score_and_embed`: the same scores, and unit vectors whose clamp((dot + 1) / 2, 0, 1) is each score,
+    equal to the reference's features; a shared image and a repeated caption give equal rows."""
+    _, images = pixels
+    ids = _token_ids(scorer)[:3]
+    image_index, token_ids = [0, 1, 0, 3, 2], [ids[0], ids[1], ids[2], ids[0], ids[0]]
+    plain = scorer.score(images, token_ids, image_index)
+    scored = scorer.score_and_embed(images, token_ids, image_index)
+    assert scored.scores == plain
+    assert scored.image_features.dtype == torch.float32 and scored.image_features.device.type == "cpu"
+    assert scored.image_features.shape == scored.text_features.shape == (5, scorer.model.text_projection.shape[1])
+    for features in (scored.image_features, scored.text_features):
+        assert (features.double().norm(dim=-1) - 1).abs().max() < 1e-5
+    dots = (scored.image_features.double() * scored.text_features.double()).sum(dim=-1)
+    assert ((dots + 1) / 2).clamp(0, 1).sub(torch.tensor(plain, dtype=torch.float64)).abs().max() < 1e-6
+    assert torch.equal(scored.image_features[0], scored.image_features[2])
+    assert torch.equal(scored.text_features[0], scored.text_features[3])
+    sd = rounded_like_longclip(longclip_state_dict)
+    with torch.inference_mode():
+        reference_text = reference_encode_text(sd, pad_tokens([ids[1]], 248))[0]
+        normalised = images[1:2].float().div(255).sub(scorer._mean).div(scorer._std)
+        reference_image = reference_encode_image(sd, normalised)[0]
+    assert (scored.text_features[1] - reference_text / reference_text.norm()).abs().max() < 1e-5
+    assert (scored.image_features[1] - reference_image / reference_image.norm()).abs().max() < 1e-5

@@ -1,14 +1,15 @@
 """Reading JSONL parts in a real Beam pipeline: every line once, long lines dead-lettered, each line stamped
-with its part."""
+with its part; which reader a file pattern needs: by its extension, unless --input_format says."""
 
 import gzip
 import json
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.parts import plan_parts
-from pipeline.sources import ReadJsonLines, part_of
+from pipeline.sources import ReadJsonLines, input_format, part_of
 
 
 class _WithPart(beam.DoFn):
@@ -49,3 +50,19 @@ def test_every_line_once_stamped_with_its_part(tmp_path):
     for n, part in by_n.items():  # each line's part holds the line's first byte
         if not part.compressed:
             assert part.start <= text[part.path].index(lines[n].encode()) < part.end, n
+
+
+@pytest.mark.parametrize(
+    "pattern, chosen, expected",
+    [
+        ("data/captions-*.jsonl", "auto", "jsonl"),
+        ("gs://bucket/laion/part-*.parquet", "auto", "parquet"),
+        ("img2dataset/out/*.tar", "auto", "webdataset"),
+        ("shards/00000.TAR", "auto", "webdataset"),
+        ("data/captions.json", "auto", "jsonl"),
+        ("shards/*", "webdataset", "webdataset"),
+        ("export/*.tar", "jsonl", "jsonl"),
+    ],
+)
+def test_input_format_follows_the_extension_unless_chosen(pattern, chosen, expected):
+    assert input_format(pattern, chosen) == expected

@@ -5,8 +5,9 @@ load on first use, so that the settings, reason codes and output field names can
 `python -m pipeline --help`, say) without torch or Beam.
 
 - `ScoreLongCLIP`, `ScoredAndFailed`: the Beam transform and its split output.
-- `LongCLIPModelHandler`: the RunInference model handler, for use with `RunInference` directly;
-  `InferenceFailure`: the inference it gives a record the model failed on even alone.
+- `LongCLIPModelHandler`, `ScoreWithEmbeddings`: the RunInference model handler, for use with `RunInference`
+  directly, and its inference when asked for embeddings; `InferenceFailure`: the inference it gives a record
+  the model failed on even alone.
 - `ModelSettings`, `BatchSettings`, `RecordFields`, `ImageSettings`, `SETTINGS_CLASSES`, `InvalidSetting`,
   `DEFAULT_MODEL`, `PRECISIONS`: every setting, declared once; `setting`, `check_fields`, `value_type`:
   how to declare more (the job declares its own flags with them).
@@ -14,8 +15,8 @@ load on first use, so that the settings, reason codes and output field names can
 - `resolve_checkpoint`, `read_architecture`, `LongCLIPArchitecture`, `read_input_sizes`, `InputSizes`,
   `check_device`, `pick_device`, `resolve_precision`, `CheckpointNotFoundError`, `CheckpointFormatError`:
   finding and checking a model (`read_input_sizes` reads a checkpoint's header only, also remote ones).
-- `LongCLIPScorer`, `LongCLIPTokenizer`, `TokenizedText`, `PairPreparer`, `PreparedPair`: the layers
-  underneath, usable without Beam.
+- `LongCLIPScorer`, `ScoresAndFeatures`, `LongCLIPTokenizer`, `TokenizedText`, `PairPreparer`, `PreparedPair`:
+  the layers underneath, usable without Beam.
 - `resolve_image_location`, `AllowedPrefixes`, `read_image_bytes`, `decode_image`: reading an image as the
   transform does
   (bounded in bytes, pixels and time; failures are `InputError`s), e.g. for thumbnails.
@@ -31,6 +32,7 @@ _EXPORTS = {
     "ScoredAndFailed": "transforms.beam.score",
     "LongCLIPModelHandler": "transforms.beam.handler",
     "InferenceFailure": "transforms.beam.faults",
+    "ScoreWithEmbeddings": "transforms.beam.handler",
     "ModelSettings": "transforms.settings",
     "BatchSettings": "transforms.settings",
     "RecordFields": "transforms.settings",
@@ -56,6 +58,7 @@ _EXPORTS = {
     "pick_device": "transforms.model.device",
     "resolve_precision": "transforms.model.device",
     "LongCLIPScorer": "transforms.model.scorer",
+    "ScoresAndFeatures": "transforms.model.scorer",
     "LongCLIPTokenizer": "transforms.inputs.tokenizer",
     "TokenizedText": "transforms.inputs.tokenizer",
     "PairPreparer": "transforms.inputs.prepare",

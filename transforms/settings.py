@@ -185,7 +185,7 @@ class BatchSettings:
 
 @dataclasses.dataclass(frozen=True)
 class RecordFields:
-    """Which record fields hold the image and the caption, and what the output fields are called."""
+    """Which record fields hold the image and the caption, and which output fields are added, named how."""
 
     image_key: str = setting("image_path", "field holding the image path or URL", label="Image field")
     text_key: str = setting("text", "field holding the caption", label="Caption field")
@@ -194,11 +194,17 @@ class RecordFields:
         "field for the score; <key>_error, <key>_reason and <key>_truncated are added beside it",
         label="Score field",
     )
+    embeddings: bool = setting(
+        False,
+        "also add <key>_image_embedding and <key>_text_embedding: the L2-normalised float32 features the "
+        "score is the cosine of (null when the record failed)",
+        label="Keep embeddings",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
         for field in dataclasses.fields(self):
-            if not getattr(self, field.name):
+            if isinstance(getattr(self, field.name), str) and not getattr(self, field.name):
                 raise InvalidSetting(field.name, "is empty")
 
 

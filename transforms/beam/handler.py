@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, NamedTuple, Optional, Sequence, Union
 
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
@@ -22,6 +22,15 @@ from transforms.settings import DEFAULT_MODEL, BatchSettings, ModelSettings
 _LOGGER = logging.getLogger(__name__)
 
 
+class ScoreWithEmbeddings(NamedTuple):
+    """One pair's inference when embeddings are asked for: the score, and the L2-normalised float32 image and
+    text features it is `clamp((dot + 1) / 2, 0, 1)` of."""
+
+    score: float
+    image_embedding: list[float]
+    text_embedding: list[float]
+
+
 class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIPScorer]):
     """Loads LongCLIP once per worker process (or once per machine) and scores batches of `PreparedPair`.
 
@@ -30,7 +39,9 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         device, precision, weights and model sharing as well.
       batching: how Beam's BatchElements groups pairs (`BatchSettings`).
 
-    Each `PredictionResult` carries the pair, its score and the checkpoint as `model_id`. An exception
+    Each `PredictionResult` carries the pair, its score and the checkpoint as `model_id`; with
+    `RunInference(..., inference_args={"embeddings": True})` the inference is a `ScoreWithEmbeddings`
+    instead, the score with the pair's L2-normalised image and text features. An exception
     inside the model does not fail the batch: it is retried in halves down to single records, and a
     record that fails on its own gets an `InferenceFailure` instead of a score (`ScoreLongCLIP` turns it
     into reason `inference_failed`); an out-of-memory error also lowers the batch size for later
@@ -109,15 +120,23 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         inference_args: Optional[dict[str, Any]] = None,
     ) -> Iterable[PredictionResult]:
         model_id = self.settings.model
-        outcomes = self._isolator.run(batch, lambda pairs: self._score(pairs, model))
+        embeddings = bool((inference_args or {}).get("embeddings"))
+        outcomes = self._isolator.run(batch, lambda pairs: self._score(pairs, model, embeddings))
         return [PredictionResult(pair, outcome, model_id) for pair, outcome in zip(batch, outcomes, strict=True)]
 
-    def _score(self, batch: Sequence[PreparedPair], model: LongCLIPScorer) -> list[float]:
+    def _score(
+        self, batch: Sequence[PreparedPair], model: LongCLIPScorer, embeddings: bool
+    ) -> Union[list[float], list[ScoreWithEmbeddings]]:
         # Page-locked batches copy to the GPU asynchronously. A shared model is a proxy to another
         # process, where the batch arrives unpickled (and unpinned) anyway.
         pin_memory = not self.settings.share_model_across_processes and model.device.type == "cuda"
         images, image_index, digests = _unique_images(batch, pin_memory)
-        return model.score(images, [pair.token_ids for pair in batch], image_index, digests)
+        token_ids = [pair.token_ids for pair in batch]
+        if not embeddings:
+            return model.score(images, token_ids, image_index, digests)
+        scored = model.score_and_embed(images, token_ids, image_index, digests)
+        inferences = zip(scored.scores, scored.image_features.tolist(), scored.text_features.tolist(), strict=True)
+        return [ScoreWithEmbeddings(*inference) for inference in inferences]
 
     def get_num_bytes(self, batch: Sequence[PreparedPair]) -> int:
         return sum(pair.image.nbytes + 8 * len(pair.token_ids) for pair in batch)
@@ -126,8 +145,9 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         return "BeamML_LongCLIP"
 
     def validate_inference_args(self, inference_args: Optional[dict[str, Any]]) -> None:
-        if inference_args:
-            raise ValueError(f"LongCLIPModelHandler takes no inference_args, got {sorted(inference_args)}")
+        unknown = set(inference_args or {}) - {"embeddings"}
+        if unknown:
+            raise ValueError(f"LongCLIPModelHandler takes only the inference_arg 'embeddings', got {sorted(unknown)}")
 
 
 def _unique_images(

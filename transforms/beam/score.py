@@ -13,7 +13,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import reasons
 from transforms.beam.faults import InferenceFailure
-from transforms.beam.handler import LongCLIPModelHandler
+from transforms.beam.handler import LongCLIPModelHandler, ScoreWithEmbeddings
 from transforms.beam.prefetch import OrderedPrefetcher
 from transforms.inputs.prepare import PairPreparer, PreparedPair
 from transforms.model.header import InputSizes
@@ -36,15 +36,20 @@ class ScoreLongCLIP(beam.PTransform):
     """Scores each record's image against its (long) caption with LongCLIP.
 
     Input: a PCollection of dicts. Output: every input dict exactly once, its fields untouched, plus the
-    fields of `OutputFields(fields.output_key)`: the score (float in [0, 1], clamp((cos + 1) / 2, 0, 1)),
-    the reason code and `"<reason>: <message>"` error (None when scored; score 0.0 when not), and
-    whether the caption was truncated. Bad images or texts never fail the pipeline.
+    fields of `OutputFields.of(fields)`: the score (float in [0, 1], clamp((cos + 1) / 2, 0, 1)),
+    the reason code and `"<reason>: <message>"` error (None when scored; score 0.0 when not), whether
+    the caption was truncated, and with `fields.embeddings` the image and text embeddings (None when
+    not scored). Bad images or texts never fail the pipeline.
+
+    The image field may hold a location, the image's bytes, or a Hugging Face image struct `{bytes,
+    path}`; inline bytes are never copied to the output: bytes become None, a struct its path.
 
     Args:
       model: a checkpoint (Hub id, file, folder, `gs://` URI), `ModelSettings`, or a ready
         `LongCLIPModelHandler` (which then also carries the batching).
       batching: `BatchSettings`, unless `model` is a handler.
-      fields: which record fields hold the image and caption, and the output field names.
+      fields: which record fields hold the image and caption, the output field names, and whether
+        the embeddings are added.
       images: image root, size limits, HTTP timeout and decoding threads.
       metrics_namespace: namespace of this step's counters (scored, failed, failed_<reason>, truncated);
         its RunInference metrics go to `<namespace>.inference`. Default: the step's label, so two steps
@@ -91,7 +96,7 @@ class ScoreLongCLIP(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> Union[beam.PCollection, ScoredAndFailed]:
         namespace = self.metrics_namespace
-        outputs = OutputFields(self.fields.output_key)
+        outputs = OutputFields.of(self.fields)
         batching = self.handler.batching
         # Read here, once, so that workers open the checkpoint only to load the model.
         sizes = self.handler.input_sizes()
@@ -101,6 +106,7 @@ class ScoreLongCLIP(beam.PTransform):
             self.handler,
             metrics_namespace=f"{namespace}.inference",
             model_metadata_pcoll=self._model_metadata_pcoll,
+            inference_args={"embeddings": True} if outputs.embeddings else None,
         )
         scored = results | "AttachScore" >> beam.ParDo(_AttachScore(outputs, namespace)).with_outputs(
             _FAILED, main="scored"
@@ -181,13 +187,14 @@ class _PrepareDoFn(beam.DoFn):
 
     def _prepare(self, record: dict) -> Union[PreparedPair, _Failure]:
         truncated = False
+        kept = self._preparer.without_image_bytes(record)
         try:
             text = self._preparer.tokenize_text(record)
             truncated = text.truncated
             image = self._preparer.load_image(record)
         except InputError as error:
-            return _Failure(record, error.code, str(error), truncated)
-        return PreparedPair(image.pixels, text.ids, RecordContext(record, truncated, None), image.digest)
+            return _Failure(kept, error.code, str(error), truncated)
+        return PreparedPair(image.pixels, text.ids, RecordContext(kept, truncated, None), image.digest)
 
 
 def _emit(result: Union[PreparedPair, _Failure], timestamp, window, pane):
@@ -217,7 +224,10 @@ class _AttachScore(beam.DoFn):
             failure = _Failure(context.record, reasons.INFERENCE_FAILED, message, context.truncated)
             yield beam.pvalue.TaggedOutput(_FAILED, beam.window.TimestampedValue(failure, context.timestamp))
             return
-        score = float(result.inference)
+        inference, embeddings = result.inference, ()
+        if isinstance(inference, ScoreWithEmbeddings):
+            inference, embeddings = inference.score, (inference.image_embedding, inference.text_embedding)
+        score = float(inference)
         if not math.isfinite(score):
             message = f"{reasons.SCORE_NOT_FINITE}: the model gave {score} (with fp16, try bf16 or fp32)"
             failure = _Failure(context.record, reasons.SCORE_NOT_FINITE, message, context.truncated)
@@ -226,7 +236,7 @@ class _AttachScore(beam.DoFn):
         self._scored.inc()
         if context.truncated:
             self._truncated.inc()
-        out = {**context.record, **self._outputs.values(score, None, None, context.truncated)}
+        out = {**context.record, **self._outputs.values(score, None, None, context.truncated, *embeddings)}
         yield beam.window.TimestampedValue(out, context.timestamp)
 
 

@@ -78,7 +78,7 @@ def _read_local(path: str, as_given: str, max_bytes: int, *, follow_links: bool)
         raise InputError(errors.IMAGE_UNREADABLE, f"{as_given} is not a regular file (a FIFO, socket or device)")
     with os.fdopen(fd, "rb") as stream:
         try:
-            return _within_limit(stream.read(max_bytes + 1), as_given, max_bytes)
+            return check_size(stream.read(max_bytes + 1), as_given, max_bytes)
         except OSError as exc:
             raise InputError(errors.IMAGE_UNREADABLE, f"cannot read {as_given}: {_os_reason(exc)}") from None
 
@@ -95,7 +95,7 @@ def _read_filesystems(uri: str, shown: str, max_bytes: int, attempts: ReadAttemp
                     break
                 chunks.append(chunk)
                 size += len(chunk)
-        return _within_limit(b"".join(chunks), shown, max_bytes)
+        return check_size(b"".join(chunks), shown, max_bytes)
     except InputError:
         raise
     except Exception as exc:
@@ -115,7 +115,8 @@ def _exists(uri: str) -> bool:
         return True
 
 
-def _within_limit(data: bytes, shown: str, max_bytes: int) -> bytes:
+def check_size(data: bytes, shown: str, max_bytes: int) -> bytes:
+    """`data`, unless it is over `max_bytes` (`image_too_large`); inline bytes are checked like fetched ones."""
     if len(data) > max_bytes:
         raise InputError(errors.IMAGE_TOO_LARGE, f"{shown} is over the {max_bytes}-byte limit")
     return data

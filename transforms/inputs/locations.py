@@ -1,4 +1,5 @@
-"""Where a record's image is, whether it may be read from there, and how to name it in a message.
+"""Where a record's image is (inline bytes, or a location), whether it may be read from there, and how to
+name it in a message.
 
 Records can come from anyone who may publish to the job's input, so their image locations are
 untrusted: `AllowedPrefixes` confines them (after `..` and symbolic links are resolved), and `redact`
@@ -8,7 +9,7 @@ keeps URL credentials and signed-URL tokens out of every message. Standard libra
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional, Union
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from transforms import reasons as errors
@@ -17,6 +18,42 @@ from transforms.settings import image_prefixes
 
 HTTP_SCHEMES = ("http", "https")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def image_source(value: object, image_root: Optional[str]) -> Union[str, bytes]:
+    """The record's image field as inline bytes, or as a location to read (see `resolve_image_location`).
+
+    The field may hold a location string, the image file's bytes, or a Hugging Face datasets image struct
+    `{"bytes": ..., "path": ...}` (bytes win; without them, the path is the location).
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if _is_image_struct(value):
+        data = value.get("bytes")
+        if data is not None:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise InputError(errors.IMAGE_WRONG_TYPE, f"image bytes must be bytes, got {type(data).__name__}")
+            return bytes(data)
+        if value.get("path") is None:
+            raise InputError(errors.IMAGE_MISSING, "the image struct has neither bytes nor a path")
+        value = value["path"]
+    return resolve_image_location(value, image_root)
+
+
+def without_image_bytes(value: Any) -> Any:
+    """What an output record keeps of its image field: inline bytes become None, an image struct its path.
+
+    Image bytes would bloat every output (and BigQuery's JSON column refuses them); a location is kept.
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return None
+    if _is_image_struct(value):
+        return value.get("path")
+    return value
+
+
+def _is_image_struct(value: object) -> bool:
+    return isinstance(value, Mapping) and ("bytes" in value or "path" in value)
 
 
 def resolve_image_location(location: object, image_root: Optional[str]) -> str:

@@ -11,15 +11,15 @@ import math
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, Hashable, Mapping, NamedTuple, Optional
 
 import regex
 import torch
 
 from transforms import reasons as errors
 from transforms.inputs import images as image_io
-from transforms.inputs.fetch import read_image_bytes
-from transforms.inputs.locations import AllowedPrefixes, redact, resolve_image_location
+from transforms.inputs.fetch import check_size, read_image_bytes
+from transforms.inputs.locations import AllowedPrefixes, image_source, redact, without_image_bytes
 from transforms.inputs.tokenizer import LongCLIPTokenizer, TokenizedText
 from transforms.reasons import InputError
 from transforms.settings import ImageSettings, RecordFields
@@ -96,9 +96,23 @@ class PairPreparer:
         """The record's image; a location among the last few loaded is fetched and decoded only once.
 
         Captioned datasets often list one image several times in a row (COCO has 5 captions each).
+        Inline image bytes (`locations.image_source`) pass the same size limit and decoding, and identical
+        bytes among the last few are decoded only once too.
         """
-        location = resolve_image_location(record.get(self.fields.image_key), self.images.image_root)
-        return self._recent.get(location, self._load)
+        source = image_source(record.get(self.fields.image_key), self.images.image_root)
+        if isinstance(source, str):
+            return self._recent.get(source, self._load)
+        data = check_size(source, "the inline image", self.images.max_image_bytes)
+        digest = _digest(data)
+        return self._recent.get(("inline", digest), lambda _: self._decoded(data, digest, "the inline image"))
+
+    def without_image_bytes(self, record: dict) -> dict:
+        """The record as outputs carry it: inline image bytes replaced (`locations.without_image_bytes`)."""
+        key = self.fields.image_key
+        if key not in record:
+            return record
+        kept = without_image_bytes(record[key])
+        return record if kept is record[key] else {**record, key: kept}
 
     def _load(self, location: str) -> LoadedImage:
         data = read_image_bytes(
@@ -107,7 +121,9 @@ class PairPreparer:
             timeout_secs=self.images.http_timeout_secs,
             allowed=self._allowed,
         )
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        return self._decoded(data, _digest(data), location)
+
+    def _decoded(self, data: bytes, digest: str, location: str) -> LoadedImage:
         return LoadedImage(self._decoder.submit(self._decode, data, location).result(), digest)
 
     def _decode(self, data: bytes, location: str) -> torch.Tensor:
@@ -125,6 +141,10 @@ class PairPreparer:
         self._decoder.shutdown(wait=True)
 
 
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 class _RecentLoads:
     """Shares the result (or `InputError`) of loading a location among threads asking for it at about the same time.
 
@@ -135,9 +155,9 @@ class _RecentLoads:
     def __init__(self, size: int):
         self._size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, Future] = OrderedDict()
+        self._entries: OrderedDict[Hashable, Future] = OrderedDict()
 
-    def get(self, location: str, load) -> LoadedImage:
+    def get(self, location: Hashable, load) -> LoadedImage:
         with self._lock:
             future = self._entries.get(location)
             owner = future is None

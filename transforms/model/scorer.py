@@ -10,7 +10,7 @@ import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence, Union
 
 import torch
 
@@ -28,11 +28,19 @@ if TYPE_CHECKING:  # open_clip imports torchvision and more: loaded where a mode
     import open_clip
 
 
+class ScoresAndFeatures(NamedTuple):
+    """Scores of a batch of pairs and, when asked for, the features they come from ([N, E] fp32, CPU)."""
+
+    scores: list[float]
+    image_features: Optional[torch.Tensor]
+    text_features: Optional[torch.Tensor]
+
+
 class LongCLIPScorer:
     """A LongCLIP model on one device that turns prepared batches into alignment scores.
 
-    Its one public method takes and returns plain CPU data, so it also works behind Beam's
-    cross-process model proxy (`share_model_across_processes`).
+    Its public methods (`score`, `score_and_embed`) take and return plain CPU data, so they also work
+    behind Beam's cross-process model proxy (`share_model_across_processes`).
 
     Exact shortcuts (fp32 scores unchanged): both towers run on fused attention (`towers`), each
     text only up to its EOT position (in a few groups of similar length), identical token sequences
@@ -106,6 +114,27 @@ class LongCLIPScorer:
         With `image_keys` (one per row, equal keys meaning equal pixels), the features of the most
         recent images are kept, so an image whose captions span several batches is encoded once.
         """
+        return self._score(images, token_ids, image_index, image_keys, with_features=False).scores
+
+    def score_and_embed(
+        self,
+        images: torch.Tensor,
+        token_ids: Sequence[Sequence[int]],
+        image_index: Optional[Sequence[int]] = None,
+        image_keys: Optional[Sequence[str]] = None,
+    ) -> "ScoresAndFeatures":
+        """`score`, plus each pair's L2-normalised image and text features: the very vectors whose cosine
+        the score is, fp32 on the CPU, one row per pair (no second forward pass)."""
+        return self._score(images, token_ids, image_index, image_keys, with_features=True)
+
+    def _score(
+        self,
+        images: torch.Tensor,
+        token_ids: Sequence[Sequence[int]],
+        image_index: Optional[Sequence[int]],
+        image_keys: Optional[Sequence[str]],
+        with_features: bool,
+    ) -> "ScoresAndFeatures":
         if image_index is None:
             image_index = range(len(token_ids))
         with self._forward_slots, torch.inference_mode():
@@ -114,8 +143,12 @@ class LongCLIPScorer:
             text_features = _unit(self.encode_texts(unique_texts))
             pick_image = torch.as_tensor(image_index, dtype=torch.long, device=self.device)
             pick_text = torch.as_tensor(text_index, dtype=torch.long, device=self.device)
-            cosine = (image_features[pick_image] * text_features[pick_text]).sum(dim=-1)
-            return ((cosine + 1) / 2).clamp_(0, 1).tolist()
+            pair_images, pair_texts = image_features[pick_image], text_features[pick_text]
+            cosine = (pair_images * pair_texts).sum(dim=-1)
+            scores = ((cosine + 1) / 2).clamp_(0, 1).tolist()
+            if not with_features:
+                return ScoresAndFeatures(scores, None, None)
+            return ScoresAndFeatures(scores, pair_images.float().cpu(), pair_texts.float().cpu())
 
     def _image_features(self, images: torch.Tensor, keys: Optional[Sequence[str]]) -> torch.Tensor:
         if keys is None:
