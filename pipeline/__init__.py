@@ -11,7 +11,7 @@ from typing import Any
 _EXPORTS = {
     "run": "pipeline.job",
     "build": "pipeline.job",
-    "parse_options": "pipeline.job",
+    "parse_options": "pipeline.options",
     "summarize": "pipeline.job",
     "UsageError": "pipeline.flags",
     "ScoreLongCLIPOptions": "pipeline.options",

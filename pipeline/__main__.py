@@ -13,10 +13,14 @@ from pipeline import flags
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        flags.check_flags(argv)  # --help and this job's flag errors, before torch and Beam are imported
+        flags.check_flags(argv)  # --help and this job's flag errors, before Beam is imported
+        from pipeline.options import parse_options
+
+        parse_options(argv)  # Beam's options too, before torch is imported; run() parses again, and logs
     except flags.UsageError as exc:
         flags.argument_parser().error(str(exc))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # force: Beam's PipelineOptions has already set up a bare WARNING-level root handler
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_JobLogs())
     from pipeline.job import log_failure, report, run

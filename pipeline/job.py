@@ -17,19 +17,18 @@ from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
     PipelineOptions,
     SetupOptions,
-    StandardOptions,
     TestOptions,
 )
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline import bigquery, flags, parquet, progress, records, resume, workers
+from pipeline import bigquery, flags, parquet, progress, records, resume
 from pipeline.filters import KeepByScore
 from pipeline.flags import UsageError
-from pipeline.options import ScoreLongCLIPOptions
+from pipeline.options import ScoreLongCLIPOptions, input_format, is_local, parse_options
 from pipeline.parts import InputPart, InputProblem, is_local_path, local_path, plan_parts
 from pipeline.progress import ProgressMonitor
 from pipeline.sinks import PublishJson, WriteJsonLines
-from pipeline.sources import ReadJsonLines, ReadPubSubRecords, input_format
+from pipeline.sources import ReadJsonLines, ReadPubSubRecords
 from pipeline.webdataset import ReadWebDataset, SampleLayout
 from transforms import (
     BatchSettings,
@@ -52,87 +51,10 @@ _LOGGER = logging.getLogger(__name__)
 SCORE_STEP = "ScoreLongCLIP"
 
 
-def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
-    """Parses our flags and every Beam option, checks what can be checked offline, and picks the local
-    runner when none is given. Raises `UsageError`; `--help` and malformed values exit through argparse."""
-    known = flags.check_flags(argv)
-    options = PipelineOptions(argv)
-    unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
-    if unknown:
-        raise UsageError(
-            f"unknown flag(s) {', '.join('--' + name for name in sorted(unknown))}: "
-            "neither this job's nor a Beam pipeline option"
-        )
-    standard = options.view_as(StandardOptions)
-    if (known.input_subscription or known.input_topic) and not standard.streaming:
-        raise UsageError("Pub/Sub input runs as a streaming job: add --streaming")
-    if known.keep_top_fraction is not None and standard.streaming:
-        raise UsageError(
-            "--keep_top_fraction needs every score before it can cut, so it works in batch jobs only; "
-            "in streaming use --keep_min_score"
-        )
-    if known.resume:
-        _check_resume(known, standard.streaming)
-    if known.output_format == "parquet" and standard.streaming:
-        raise UsageError("--output_format parquet is for batch jobs; a streaming job writes JSONL files")
-    if standard.runner is None:
-        standard.runner = flags.DEFAULT_LOCAL_STREAMING_RUNNER if standard.streaming else flags.DEFAULT_LOCAL_RUNNER
-    if known.resume and not is_local(options):
-        raise UsageError(
-            "--resume runs on the local runners; on Dataflow the service itself retries failed work (see the "
-            "README, Resuming a stopped batch job)"
-        )
-    if is_local(options):
-        if known.id_label:
-            raise UsageError("--id_label works on the DataflowRunner only; Beam's local runners cannot deduplicate")
-        if standard.streaming and known.max_batch_duration_secs is not None:
-            raise UsageError(
-                "--max_batch_duration_secs needs the DataflowRunner: Beam's local streaming runner fires the "
-                "batching timer only when the next Pub/Sub message arrives, so a record could wait indefinitely. "
-                "Leave it out: locally the messages of each pull are scored together, without waiting"
-            )
-    if workers.is_dataflow(options):
-        for note in workers.apply_worker_defaults(options):
-            _LOGGER.info("Dataflow workers: %s", note)
-    return options
-
-
-def _check_resume(known, streaming: bool) -> None:
-    if streaming or not known.input:
-        raise UsageError("--resume is for batch jobs over --input files (a Pub/Sub subscription keeps its own place)")
-    if input_format(known.input, known.input_format) != "jsonl" or known.output_format != "jsonl":
-        raise UsageError(
-            "--resume reads JSONL input part by part and writes JSONL files; WebDataset and Parquet jobs cannot "
-            "resume yet: split the shards or files over several runs instead"
-        )
-    if not known.output:
-        raise UsageError("--resume writes files: add --output")
-    others = [
-        f"--{name}" for name in ("output_table", "dead_letter_table", "dead_letter_topic") if getattr(known, name)
-    ]
-    if others:
-        raise UsageError(
-            f"--resume writes files only: leave out {', '.join(others)} (rows or messages of a stopped run "
-            "would be sent again); load the files afterwards instead"
-        )
-    if known.max_batch_duration_secs is not None:
-        raise UsageError("--resume cannot take --max_batch_duration_secs (batches must not outlive a part)")
-    if known.keep_min_score is not None or known.keep_top_fraction is not None:
-        raise UsageError(
-            "--resume cannot filter yet (--keep_top_fraction needs every score at once, and a part's rejected "
-            "records would need outputs of their own): score with --resume, then filter the files, e.g. with "
-            "python -m pipeline.report's keep_top_thresholds"
-        )
-
-
-def is_local(options: PipelineOptions) -> bool:
-    return options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS
-
-
 class InputPlan(NamedTuple):
     """The parts of the --input files, and the ones this run reads (all, unless --resume found some done).
 
-    `files`: their format (`sources.input_format`). JSONL files are cut into parts of --input_part_bytes;
+    `files`: their format (`options.input_format`). JSONL files are cut into parts of --input_part_bytes;
     WebDataset shards and Parquet files are one part each, read by their own readers."""
 
     parts: tuple[InputPart, ...]

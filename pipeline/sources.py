@@ -2,7 +2,7 @@
 
 Both transforms return a tagged result: `.records` (dicts) and `[records.DEAD_LETTER]` (entries for
 lines or messages that are not a JSON object), as do the WebDataset and Parquet readers beside them
-(`webdataset.py`, `parquet.py`); `input_format` tells which one a file pattern needs.
+(`webdataset.py`, `parquet.py`); `options.input_format` tells which one a file pattern needs.
 """
 
 from __future__ import annotations
@@ -18,15 +18,6 @@ from apache_beam.utils.timestamp import Timestamp
 from pipeline import progress, records
 from pipeline.lines import line_bytes, read_lines
 from pipeline.parts import InputPart
-
-
-def input_format(file_pattern: str, chosen: str = "auto") -> str:
-    """`chosen`, or with "auto" the format the pattern's extension names: .tar is WebDataset, .parquet
-    Parquet, anything else JSONL."""
-    if chosen != "auto":
-        return chosen
-    name = file_pattern.lower()
-    return "webdataset" if name.endswith(".tar") else "parquet" if name.endswith(".parquet") else "jsonl"
 
 
 class ReadJsonLines(beam.PTransform):

@@ -31,6 +31,26 @@ def test_help_lists_every_declared_flag_without_importing_torch_or_beam():
     assert every_setting <= declared
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--input", "x", "--output", "y", "--device", "tpu"], "--device: 'tpu' is not a torch device"),
+        (["--input", "x", "--output", "y", "--max_batchsize", "8"], "unknown flag(s) --max_batchsize"),
+    ],
+)
+def test_flag_errors_come_before_torch_is_imported(argv, message):
+    """Beam's own options are checked too (unknown flags), but nothing that loads a model is imported."""
+    code = (
+        "import sys\n"
+        "from pipeline.__main__ import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit as exit:\n    assert exit.code == 2\n"
+        "print('IMPORTED', sorted(m for m in ('torch', 'open_clip', 'pipeline.job') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "IMPORTED []" in done.stdout and message in done.stderr
+
+
 def test_readme_table_and_flex_template_are_generated_from_the_declarations():
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     assert flags.readme_with_table(readme) == readme, "run `make generated` and commit README.md"

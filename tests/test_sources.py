@@ -8,8 +8,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.options import input_format
 from pipeline.parts import plan_parts
-from pipeline.sources import ReadJsonLines, input_format, part_of
+from pipeline.sources import ReadJsonLines, part_of
 
 
 class _WithPart(beam.DoFn):

@@ -19,6 +19,8 @@ DEFAULT_MODEL = "BeichenZhang/LongCLIP-L-336px"
 PRECISIONS = ("fp32", "bf16", "fp16")
 # "auto": the fastest precision the device computes well (see transforms.model.device.resolve_precision).
 PRECISION_CHOICES = (*PRECISIONS, "auto")
+# The devices the model runs on; checked here, without torch, so a typo fails before anything loads.
+DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]+)?)$"
 
 
 class InvalidSetting(ValueError):
@@ -102,7 +104,7 @@ class ModelSettings:
         None,
         "cpu, cuda or cuda:N (default: cuda if available, else cpu)",
         label="Device",
-        regex="^(cpu|cuda(:[0-9]+)?)$",
+        regex=DEVICE_PATTERN,
     )
     precision: str = setting(
         "fp32",
@@ -154,6 +156,10 @@ class ModelSettings:
         check_fields(self)
         if not self.model.strip():
             raise InvalidSetting("model", "is empty: pass a Hub id, a checkpoint file, a folder or a gs:// URI")
+        if self.device is not None and not re.fullmatch(DEVICE_PATTERN, self.device):
+            raise InvalidSetting(
+                "device", f"{self.device!r} is not a torch device this job runs on; pass cpu, cuda or cuda:N"
+            )
         if (self.image_resolution is None) != (self.context_length is None):
             missing = "context_length" if self.context_length is None else "image_resolution"
             raise InvalidSetting(missing, "give image_resolution and context_length together, or neither")
