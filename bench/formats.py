@@ -16,6 +16,8 @@ from pathlib import Path
 
 from bench import models, workload
 from bench.runs import PipelineRun, measure_pipeline
+from pipeline.flags import InputOptions
+from pipeline.parts import plan_parts
 from pipeline.sources import ReadJsonLines
 from pipeline.webdataset import ReadWebDataset
 from transforms import RecordFields
@@ -33,7 +35,11 @@ def input_formats(report, records: list[dict], checkpoint: str, *, batch_size: i
         jsonl = str(workload.write_jsonl(Path(folder) / "captions.jsonl", records))
         shard = str(workload.write_webdataset(Path(folder) / "00000.tar", records))
         for _ in range(repeats):
-            for name, source in (("jsonl", ReadJsonLines(jsonl)), ("webdataset", ReadWebDataset(shard))):
+            readers = (
+                ("jsonl", ReadJsonLines(plan_parts(jsonl), InputOptions().max_line_bytes)),
+                ("webdataset", ReadWebDataset(shard)),
+            )
+            for name, source in readers:
                 runs[name].append(
                     measure_pipeline(records, checkpoint, batch_size=batch_size, device=device, source=source)
                 )
