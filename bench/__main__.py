@@ -60,7 +60,9 @@ class Report:
             note = f"target >= {target_min:g}: {'holds' if value >= target_min else 'MISSED'}"
         if target_max is not None:
             note = f"target <= {target_max:g}: {'holds' if value <= target_max else 'MISSED'}"
-        self.add(what, f"{value:.2f}x", note)
+        # Three decimals where two would round a miss up to the target (0.996 is not 1.00).
+        shown = f"{value:.2f}x" if round(value, 2) != (target_min or target_max) else f"{value:.3f}x"
+        self.add(what, shown, note)
 
     def print(self) -> None:
         width = max(len(row[0]) for row in self.rows)
