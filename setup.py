@@ -24,5 +24,5 @@ setup(
         "scipy",
         "matplotlib>=3.8",
     ],
-    entry_points={"console_scripts": ["score-longclip=pipeline.__main__:main"]},
+    entry_points={"console_scripts": ["score-longclip=pipeline.__main__:cli"]},
 )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import re
 import sys
+import threading
 from typing import Optional, Sequence
 
 from pipeline import flags
@@ -50,5 +53,22 @@ class _JobLogs(logging.Filter):
         return location is not None and "apache_beam" not in location.group(1)
 
 
+def cli() -> None:
+    """The command (`python -m pipeline`, `score-longclip`): `main`, then a quick exit."""
+    exit_without_teardown(main())
+
+
+def exit_without_teardown(code: int) -> None:
+    """Ends the process once the job is done, without the interpreter's teardown of torch, Beam and gRPC
+    (1.6 s of a 7 s small job here). Exit handlers still run and output is flushed; while a thread other than
+    this one is still working, the ordinary exit, which waits for it, is taken instead."""
+    if any(thread is not threading.current_thread() and not thread.daemon for thread in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # logging.shutdown and the others registered, in order, as a normal exit would
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
