@@ -12,7 +12,8 @@ CHECK = """(() => {
   return {
     charts: [...document.querySelectorAll('img[data-chart]')].map(img => [img.dataset.chart, shown(img), ...box(img)]),
     thumbnails: [...document.querySelectorAll('.thumb img')].map(img => [shown(img), ...box(img)]),
-    placeholders: [...document.querySelectorAll('.thumb.missing')].map(div => div.textContent),
+    placeholders: [...document.querySelectorAll('.thumb.missing')].map(div => [
+      div.textContent, div.title, div.scrollWidth <= div.clientWidth && div.scrollHeight <= div.clientHeight]),
     rows: document.querySelectorAll('.row').length,
     scripts: document.scripts.length,
     external: [...document.querySelectorAll('[src], [href]')].map(e => e.getAttribute('src') || e.getAttribute('href'))
@@ -41,7 +42,9 @@ def test_report_renders_in_chromium_with_every_chart_and_thumbnail(scored_report
     assert checks["rows"] == 24  # 12 lowest, 12 highest
     assert len(checks["thumbnails"]) == 23 and len(checks["placeholders"]) == 1
     assert all(loaded and width == height == 96 for loaded, width, height in checks["thumbnails"])
-    assert "image_not_found" in checks["placeholders"][0]
+    ((text, tooltip, fits),) = checks["placeholders"]
+    assert text == "no imageimage_not_found" and fits, "the reason, whole, inside its box"
+    assert tooltip.startswith("image_not_found: ") and "no_such_image" in tooltip
     assert seen.screenshot.startswith(b"\x89PNG") and len(seen.screenshot) > 50_000
 
 

@@ -29,7 +29,8 @@ th { background: #eef1f5; font-weight: 600; }
 .thumb { flex: 0 0 96px; height: 96px; display: flex; align-items: center; justify-content: center;
          background: #eef1f5; border-radius: 4px; overflow: hidden; }
 .thumb img { width: 96px; height: 96px; object-fit: contain; }
-.thumb.missing { color: #9a3412; font-size: 11px; text-align: center; padding: 4px; box-sizing: border-box; }
+.thumb.missing { color: #9a3412; font-size: 11px; text-align: center; padding: 4px; box-sizing: border-box;
+  overflow-wrap: anywhere; overflow: hidden; }
 .row .score { font-weight: 700; font-size: 15px; }
 .row p { margin: 2px 0; font-size: 12px; overflow-wrap: anywhere; max-height: 8.4em; overflow: hidden; }
 .row .where { color: #667085; font-size: 11px; }
@@ -59,7 +60,10 @@ def _row(row: dict) -> str:
     if row["thumbnail"]:
         picture = f'<div class="thumb"><img src="{row["thumbnail"]}" alt="thumbnail"></div>'
     else:
-        picture = f'<div class="thumb missing">no image<br>{html.escape((row["thumbnail_error"] or "")[:80])}</div>'
+        # The reason fits the 96-pixel box; the whole message is its tooltip (the location is shown beside it).
+        error = row["thumbnail_error"] or ""
+        reason = html.escape(error.split(":", 1)[0]).replace("_", "_<wbr>")  # image_not_<wbr>found
+        picture = f'<div class="thumb missing" title="{html.escape(error)}">no image<br>{reason}</div>'
     caption = html.escape(row["caption"] if row["caption"] is not None else "(no caption)")
     where = html.escape(row["image"] if row["image"] is not None else "(no image field)")
     return (
