@@ -23,17 +23,24 @@ class ScoreLongCLIPOptions(PipelineOptions):
         flags.add_arguments(parser)
 
 
-def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
-    """Parses our flags and every Beam option, checks what can be checked offline, and picks the local
-    runner when none is given. Raises `UsageError`; `--help` and malformed values exit through argparse."""
-    known = flags.check_flags(argv)
+def known_beam_options(argv: Optional[Sequence[str]], whose: str) -> PipelineOptions:
+    """Beam's options from `argv`, which must hold no flag that is neither `whose` (already parsed) nor Beam's;
+    raises `UsageError` naming the unknown ones (Beam itself would silently drop them)."""
     options = PipelineOptions(argv)
     unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
     if unknown:
         raise UsageError(
             f"unknown flag(s) {', '.join('--' + name for name in sorted(unknown))}: "
-            "neither this job's nor a Beam pipeline option"
+            f"neither {whose} nor a Beam pipeline option"
         )
+    return options
+
+
+def parse_options(argv: Optional[Sequence[str]]) -> PipelineOptions:
+    """Parses our flags and every Beam option, checks what can be checked offline, and picks the local
+    runner when none is given. Raises `UsageError`; `--help` and malformed values exit through argparse."""
+    known = flags.check_flags(argv)
+    options = known_beam_options(argv, "this job's")
     standard = options.view_as(StandardOptions)
     if (known.input_subscription or known.input_topic) and not standard.streaming:
         raise UsageError("Pub/Sub input runs as a streaming job: add --streaming")

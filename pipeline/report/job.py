@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 
 from pipeline import flags
 from pipeline.flags import UsageError
+from pipeline.options import known_beam_options
 from pipeline.report import charts, page
 from pipeline.report.options import ReportSettings, check_flags
 from pipeline.report.statistics import ReadScoredRows, ScoreStatistics
@@ -31,13 +32,7 @@ def parse(argv: Optional[Sequence[str]]) -> tuple[ReportSettings, PipelineOption
     Raises `UsageError` for a bad flag, an unknown one, or an input that matches no file.
     """
     settings, beam_args = check_flags(argv)
-    options = PipelineOptions(beam_args)
-    unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
-    if unknown:
-        raise UsageError(
-            f"unknown flag(s) {', '.join('--' + name for name in sorted(unknown))}: "
-            "neither this command's nor a Beam pipeline option"
-        )
+    options = known_beam_options(beam_args, "this command's")
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
         standard.runner = flags.DEFAULT_LOCAL_RUNNER
