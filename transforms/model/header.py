@@ -37,7 +37,13 @@ from transforms.model.formats import (
     CheckpointFormatError,
     unwrap_state_dict,
 )
-from transforms.model.locate import CheckpointNotFoundError, choose_files, is_hub_id, resolve_checkpoint
+from transforms.model.locate import (
+    CheckpointNotFoundError,
+    checkpoint_size,
+    choose_files,
+    is_hub_id,
+    resolve_checkpoint,
+)
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # a safetensors header, or the pickle of a state dict, is far smaller
@@ -101,18 +107,11 @@ def sizes_from_huggingface_config(config: dict) -> InputSizes:
 def _sizes_at_uri(uri: str) -> InputSizes:
     from apache_beam.io.filesystems import CompressionTypes, FileSystems
 
-    try:
-        matches = FileSystems.match([uri])[0].metadata_list
-    except Exception as exc:
-        raise CheckpointNotFoundError(f"cannot look up checkpoint {uri}: {exc}") from exc
-    if len(matches) != 1:
-        raise CheckpointNotFoundError(f"checkpoint {uri} matches {len(matches)} files; pass the URI of one file")
+    size = checkpoint_size(uri)
     with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
         stream = _CountingReader(raw)
         sizes = sizes_from_stream(stream, uri)
-    _LOGGER.info(
-        "Read the input sizes of %s from %d of its %d bytes: %s", uri, stream.consumed, matches[0].size_in_bytes, sizes
-    )
+    _LOGGER.info("Read the input sizes of %s from %d of its %d bytes: %s", uri, stream.consumed, size, sizes)
     return sizes
 
 

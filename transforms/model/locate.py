@@ -181,10 +181,8 @@ def cache_path(uri: str, cache_dir: Union[str, Path]) -> Path:
     return folder / (uri.rstrip("/").rsplit("/", 1)[-1] or "checkpoint.pt")
 
 
-def _copy_to_cache(uri: str, cache_dir: str) -> Path:
-    """Copies a FileSystems URI to `cache_dir` once per machine; a file lock keeps processes (also in other SDK
-    containers of the VM, where `cache_dir` is shared) from racing. A preloaded copy of the same size is used
-    as it is."""
+def checkpoint_size(uri: str) -> int:
+    """The size in bytes of the one file at a FileSystems URI; `CheckpointNotFoundError` if there is not one."""
     from apache_beam.io.filesystems import FileSystems
 
     try:
@@ -193,7 +191,16 @@ def _copy_to_cache(uri: str, cache_dir: str) -> Path:
         raise CheckpointNotFoundError(f"cannot look up checkpoint {uri}: {exc}") from exc
     if len(matches) != 1:
         raise CheckpointNotFoundError(f"checkpoint {uri} matches {len(matches)} files; pass the URI of one file")
-    size = matches[0].size_in_bytes
+    return matches[0].size_in_bytes
+
+
+def _copy_to_cache(uri: str, cache_dir: str) -> Path:
+    """Copies a FileSystems URI to `cache_dir` once per machine; a file lock keeps processes (also in other SDK
+    containers of the VM, where `cache_dir` is shared) from racing. A preloaded copy of the same size is used
+    as it is."""
+    from apache_beam.io.filesystems import FileSystems
+
+    size = checkpoint_size(uri)
     preloaded = _preloaded_dir()
     if preloaded is not None and cache_path(uri, preloaded).is_file():
         if cache_path(uri, preloaded).stat().st_size == size:
