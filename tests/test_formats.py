@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from safetensors.torch import save_file
 
 from tests.support.captions import CAPTIONS
 from tests.support.checkpoints import save_checkpoint, save_huggingface_clip
-from tests.support.paths import REPO_ROOT
+from tests.support.cli import run_job
 from tests.support.reference_longclip import reference_score
 from transforms.inputs.images import ImagePreprocessor, decode_image
 from transforms.inputs.tokenizer import LongCLIPTokenizer
@@ -146,15 +144,12 @@ def test_hub_repo_with_huggingface_layout_is_served_from_the_hub_cache(tmp_path,
         {"image_path": str(good_images[name]), "text": CAPTIONS["long_200_tokens"]} for name in ("rgb.jpg", "la.png")
     ]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     args = ["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out" / "scored")]
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline", *args, "--model", "someone/LongCLIP-tiny-HF"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    done = run_job(
+        *args,
+        *["--model", "someone/LongCLIP-tiny-HF"],
         timeout=300,
+        env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     scored = [json.loads(line) for f in (tmp_path / "out").glob("scored-*.jsonl") for line in f.open()]

@@ -3,9 +3,7 @@
 import itertools
 import json
 import math
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,9 +14,9 @@ from hypothesis import strategies as st
 from pipeline import ScoreLongCLIPOptions, UsageError, parse_options, run, summarize
 from tests.support.adversarial import MALFORMED, write_corpus
 from tests.support.captions import CAPTIONS
+from tests.support.cli import run_job
 from tests.support.fuzz import json_lines
 from tests.support.images import BAD_IMAGE_REASONS
-from tests.support.paths import REPO_ROOT
 from tests.support.reference_longclip import reference_score
 
 MALFORMED_LINES = {
@@ -75,27 +73,9 @@ def test_cli_accounts_for_every_line_with_exact_scores(
 ):
     records = _write_corpus(tmp_path / "in.jsonl", good_images, bad_images)
     image_root = next(iter(good_images.values())).parent
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "--input",
-            str(tmp_path / "in*.jsonl"),
-            "--output",
-            str(tmp_path / "out" / "scored"),
-            "--model",
-            str(longclip_checkpoint),
-            "--image_root",
-            str(image_root),
-            "--max_batch_size",
-            "16",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    done = run_job(
+        *["--input", str(tmp_path / "in*.jsonl"), "--output", str(tmp_path / "out" / "scored")],
+        *["--model", str(longclip_checkpoint), "--image_root", str(image_root), "--max_batch_size", "16"],
     )
     assert done.returncode == 0, done.stderr[-3000:]
     scored = _read_jsonl(tmp_path / "out" / "scored")
@@ -213,9 +193,7 @@ def test_two_worker_processes_share_one_model(tmp_path, longclip_checkpoint, goo
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
-    )
+    return run_job(*args, timeout=300)
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,6 @@ datasets (an image struct of bytes and path), scored end to end, one output row 
 import datetime
 import decimal
 import json
-import os
-import subprocess
-import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,8 +11,8 @@ import torch
 
 from pipeline import run, summarize
 from tests.support.captions import CAPTIONS
+from tests.support.cli import run_job
 from tests.support.datasets import serve_folder
-from tests.support.paths import REPO_ROOT
 from tests.support.reference_longclip import reference_score
 
 SCORE_COLUMNS = [
@@ -26,17 +23,6 @@ SCORE_COLUMNS = [
     ("longclip_score_image_embedding", pa.list_(pa.float32())),
     ("longclip_score_text_embedding", pa.list_(pa.float32())),
 ]
-
-
-def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
 
 
 def _read_output(folder) -> pa.Table:
@@ -74,7 +60,7 @@ def test_laion_style_parquet_with_urls_keeps_its_columns(
         )
         pq.write_table(table.slice(0, 4), tmp_path / "part-00000.parquet")
         pq.write_table(table.slice(4), tmp_path / "part-00001.parquet")
-        done = _cli(
+        done = run_job(
             "--input", str(tmp_path / "part-*.parquet"), "--output", str(tmp_path / "out" / "scored"),
             "--image_key", "url", "--text_key", "caption", "--output_format", "parquet", "--embeddings",
             "--model", str(longclip_checkpoint), "--max_batch_size", "4",
@@ -109,7 +95,7 @@ def test_hugging_face_parquet_with_image_structs(tmp_path, longclip_checkpoint, 
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     table = pa.table({"image": pa.array(images, image_type), "text": texts, "label": list(range(len(texts)))})
     pq.write_table(table, tmp_path / "train-00000-of-00001.parquet", row_group_size=3)
-    done = _cli(
+    done = run_job(
         "--input", str(tmp_path / "train-*.parquet"), "--output", str(tmp_path / "out" / "scored"),
         "--image_key", "image", "--output_format", "parquet", "--embeddings", "--model", str(longclip_checkpoint),
     )  # fmt: skip
@@ -166,7 +152,7 @@ def test_a_filtered_parquet_job_writes_its_rejected_rows_as_parquet_with_the_cut
         }
     )
     pq.write_table(table, tmp_path / "in.parquet")
-    done = _cli(
+    done = run_job(
         "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out" / "scored"),
         "--output_format", "parquet", "--keep_top_fraction", "0.5", "--model", str(longclip_checkpoint),
     )  # fmt: skip

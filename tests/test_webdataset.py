@@ -4,9 +4,6 @@ a damaged shard loses only the samples it cuts; scores and embeddings are exact 
 import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pyarrow as pa
@@ -17,8 +14,8 @@ import torch
 from pipeline import run, summarize
 from pipeline.webdataset import SampleLayout, Unreadable, read_shard
 from tests.support.captions import CAPTIONS
+from tests.support.cli import run_job
 from tests.support.datasets import img2dataset_sample, jpeg, write_shard
-from tests.support.paths import REPO_ROOT
 from tests.support.reference_longclip import reference_score
 
 
@@ -225,14 +222,9 @@ def test_img2dataset_shards_to_parquet_with_embeddings(tmp_path, longclip_checkp
     root = tmp_path / "shards"
     chosen = {name: good_images[name] for name in ("rgb.png", "grey.png", "cmyk.jpg", "rgb.jpg")}
     images, written = _img2dataset_folder(root, chosen)
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--input", str(root / "*.tar"), "--output", str(tmp_path / "out" / "scored")]
-        + ["--output_format", "parquet", "--embeddings", "--model", str(longclip_checkpoint), "--max_batch_size", "8"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    done = run_job(
+        *["--input", str(root / "*.tar"), "--output", str(tmp_path / "out" / "scored")],
+        *["--output_format", "parquet", "--embeddings", "--model", str(longclip_checkpoint), "--max_batch_size", "8"],
     )
     assert done.returncode == 0, done.stderr[-3000:]
     files = sorted((tmp_path / "out").glob("scored-*-of-*.parquet"))
