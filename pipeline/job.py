@@ -270,10 +270,10 @@ def build(
         )
     rejected_output = options.rejected_output or (f"{options.output}.rejected" if options.output else None)
     if options.output and options.output_format == "parquet":
-        scored | "WriteScored" >> parquet.WriteParquet(options.output, _scored_table(options, settings, files))
+        scored_table, rejected_table = _parquet_tables(options, settings, files)
+        scored | "WriteScored" >> parquet.WriteParquet(options.output, scored_table)
         if rejected is not None and rejected_output:
-            table = _scored_table(options, settings, files, with_cutoff=True)
-            rejected | "WriteRejected" >> parquet.WriteParquet(rejected_output, table)
+            rejected | "WriteRejected" >> parquet.WriteParquet(rejected_output, rejected_table)
     elif options.output:
         scored | "WriteScored" >> WriteJsonLines(options.output, options.window_seconds)
     if rejected is not None and rejected_output and options.output_format != "parquet":
@@ -336,11 +336,11 @@ def _log_outputs(job: ScoreLongCLIPOptions) -> None:
     _LOGGER.info("Dead letters (lines that are not JSON objects, refused rows) go to %s", " and ".join(dead))
 
 
-def _scored_table(
-    options: ScoreLongCLIPOptions, settings: dict, files: Optional[str], with_cutoff: bool = False
-) -> parquet.ScoredTable:
-    """The Parquet output's columns: the input's own when it is Parquet (read from the files' footers now);
-    `with_cutoff` for the rejected records, which also carry the cutoff that rejected them."""
+def _parquet_tables(
+    options: ScoreLongCLIPOptions, settings: dict, files: Optional[str]
+) -> tuple[parquet.ScoredTable, parquet.ScoredTable]:
+    """The Parquet output's columns, for scored and for rejected records (which also carry the cutoff that
+    rejected them): the input's own when it is Parquet (read from the files' footers now, once)."""
     input_schema = None
     if files == "parquet":
         try:
@@ -348,8 +348,11 @@ def _scored_table(
         except (ValueError, OSError) as exc:
             raise UsageError(f"--input: {exc}") from None
     key_columns = ("__key__", "__url__") if files == "webdataset" else ()
-    return parquet.ScoredTable(
-        settings[RecordFields], input_schema=input_schema, key_columns=key_columns, with_cutoff=with_cutoff
+    return tuple(
+        parquet.ScoredTable(
+            settings[RecordFields], input_schema=input_schema, key_columns=key_columns, with_cutoff=with_cutoff
+        )
+        for with_cutoff in (False, True)
     )
 
 
