@@ -86,35 +86,22 @@ def start_bigquery_emulator(
     python = BIGQUERY_EMULATOR_VENV / "bin" / "python"
     if not python.exists():
         raise RuntimeError(f"{python} is missing: `make bqemulator` (or `make test`) installs the BigQuery emulator")
+    port = port or free_port()
     home = log.parent / "home"
     home.mkdir(exist_ok=True)  # DuckDB writes under HOME
     storage = ["--persistent", "--data-dir", str(data_dir)] if data_dir else []
-    attempts_left = _START_ATTEMPTS
-    while True:
-        rest_port = port or free_port()
-        logged = log.stat().st_size if log.exists() else 0
-        process = subprocess.Popen(
-            [str(python), str(Path(__file__).with_name("bqemulator_launcher.py")), "start"]
-            + ["--rest-port", str(rest_port), "--grpc-port", str(free_port()), "--project", project]
-            + ["--log-level", "warning", *storage],
-            stdout=log.open("a"),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HOME": str(home)},
-            start_new_session=True,
-        )
-        try:
-            wait_for_port(rest_port, process, log)
-            return process, f"http://127.0.0.1:{rest_port}"
-        except RuntimeError:
-            # A port free_port() found may be taken by another process (a test's Beam runner) before the
-            # emulator binds it: then try other ports. Any other failure is the emulator's, and raised.
-            stop(process)
-            attempts_left -= 1
-            if not attempts_left or b"Failed to bind" not in log.read_bytes()[logged:]:
-                raise
-
-
-_START_ATTEMPTS = 3
+    process = subprocess.Popen(
+        [str(python), str(Path(__file__).with_name("bqemulator_launcher.py")), "start", "--rest-port", str(port)]
+        # gRPC (unused here) on a port the OS picks as it binds: one found free beforehand can be taken by
+        # another process (a test's Beam runner) in the seconds the emulator starts, and it then exits.
+        + ["--grpc-port", "0", "--project", project, "--log-level", "warning", *storage],
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HOME": str(home)},
+        start_new_session=True,
+    )
+    wait_for_port(port, process, log)
+    return process, f"http://127.0.0.1:{port}"
 
 
 def stop(process: subprocess.Popen) -> None:
