@@ -27,13 +27,10 @@ RUN pip install --no-cache-dir --index-url "https://download.pytorch.org/whl/${T
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 
 WORKDIR /template
-# The runtime pins of requirements.txt, less apache-beam (the base image's), torch/torchvision (above)
-# and the dev-only tools (tests, lint, the GCS emulator, the browser test's websocket client).
+# The runtime pins, requirements.txt as it is (apache-beam and torch/torchvision are already there, at its pins,
+# so pip keeps them; test and lint tools live in requirements-dev.txt, which the image never sees).
 COPY requirements.txt ./
-RUN grep -v -E '^[[:space:]]*(apache-beam|torch|torchvision|pytest|hypothesis|transformers|ruff|gcp-storage-emulator|websockets)([[:space:]=<>!~\[;]|$)' \
-        requirements.txt > /tmp/requirements-worker.txt \
-    && pip install --no-cache-dir -r /tmp/requirements-worker.txt \
-    && rm /tmp/requirements-worker.txt
+RUN pip install --no-cache-dir -r requirements.txt
 
 # This package (`transforms`, `pipeline`); its dependencies are all installed above.
 COPY setup.py README.md ./
@@ -55,7 +52,7 @@ ARG MODEL=
 ENV LONGCLIP_PRELOADED_DIR=/opt/longclip/preloaded
 RUN mkdir -p "$LONGCLIP_PRELOADED_DIR" \
     && if [ -n "$MODEL" ]; then LONGCLIP_CACHE_DIR="$LONGCLIP_PRELOADED_DIR" python -c \
-        'import sys; from transforms import resolve_checkpoint; print("Baked", resolve_checkpoint(sys.argv[1]))' \
+        'import sys; from transforms.model.locate import resolve_checkpoint; print("Baked", resolve_checkpoint(sys.argv[1]))' \
         "$MODEL"; fi
 
 # For the Flex Template launcher: the file it runs. No FLEX_TEMPLATE_PYTHON_REQUIREMENTS_FILE or

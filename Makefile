@@ -11,14 +11,20 @@ BENCH_ARGS ?=
 # The BigQuery API emulator the tests start; its pins clash with Beam's, so it has a venv of its own.
 BQ_VENV ?= .venv-bqemulator
 
-.PHONY: venv bqemulator browser demo lint test bench bench-streaming bench-large-images bench-long-lines generated clean
+.PHONY: venv dev bqemulator browser demo demo-offline lint test test-fast bench bench-streaming bench-large-images bench-long-lines generated clean
 
+# The runtime (requirements.txt), enough for the job; dev adds the tests' and linters' tools.
 venv: $(VENV)/.installed
+dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 bqemulator: $(BQ_VENV)/.installed
@@ -36,12 +42,21 @@ demo: venv
 	$(PY) -m pipeline --input examples/captions.jsonl --image_root examples --output $(DEMO_OUT)/scored --model "$(MODEL)"
 	@echo "Scored records: $(DEMO_OUT)/scored-*.jsonl; malformed lines: $(DEMO_OUT)/scored.dead_letter-*.jsonl"
 
-lint: venv
+# The same job with no network: a tiny random checkpoint made here. Its scores are meaningless.
+demo-offline: venv
+	$(PY) -m transforms.testing.checkpoints out/tiny-random-longclip.pt
+	$(MAKE) demo MODEL=out/tiny-random-longclip.pt DEMO_OUT=out/demo-offline
+
+lint: dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 test: lint bqemulator browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The quick tier: no emulators, no browser, no whole-job runs (under 3 minutes here); CI runs `make test`.
+test-fast: dev
+	$(PY) -m pytest -m "not emulator and not browser and not slow" $(PYTEST_ARGS)
 
 # Side-by-side timings on this machine (LongCLIP-B/16 shapes, CPU, a few minutes); GPU: bench/gpu.sh.
 bench: venv
@@ -55,13 +70,13 @@ bench-streaming: venv bqemulator
 bench-large-images: venv
 	$(PY) -m bench.large_images $(BENCH_ARGS)
 
-# One long JSONL line through Beam's text reader and through the job's (pipeline/lines.py), side by side.
+# One long JSONL line through Beam's text reader and through the job's (pipeline/io/lines.py), side by side.
 bench-long-lines: venv
 	$(PY) -m bench.long_lines $(BENCH_ARGS)
 
-# The README's flag table and the Flex Template metadata, from the flag declarations (pipeline/flags.py).
+# The flag table of docs/flags.md and the Flex Template metadata, from the flag declarations (pipeline/cli/).
 generated: venv
-	$(PY) -m pipeline.flags --write
+	$(PY) -m pipeline.cli.generated --write
 
 clean:
 	rm -rf $(VENV) $(BQ_VENV) out .pytest_cache

@@ -13,6 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["transforms", "transforms.*", "pipeline", "pipeline.*"]),
+    # Every package the code imports directly (requirements.txt pins the versions tested).
     install_requires=[
         "apache-beam[gcp]>=2.77.0,<3",
         "torch>=2.4",
@@ -21,6 +22,11 @@ setup(
         "pillow>=10",
         "huggingface_hub>=0.24",
         "safetensors>=0.4",
+        "ftfy>=6",
+        "regex",
+        "sentencex>=1.0.32,<2",
+        "pyarrow>=14",
+        "numpy>=1.24",
         "scipy",
         "matplotlib>=3.8",
     ],

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from bench import models, workload
 from bench.runs import PipelineRun, measure_pipeline
-from pipeline.flags import InputOptions
-from pipeline.parts import plan_parts
-from pipeline.sources import ReadJsonLines
-from pipeline.webdataset import ReadWebDataset
+from pipeline.cli.declarations import InputOptions
+from pipeline.io.jsonl import ReadJsonLines
+from pipeline.io.parts import plan_parts
+from pipeline.io.webdataset import ReadWebDataset
 from transforms import RecordFields
 
 TARGETS = {

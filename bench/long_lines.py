@@ -1,7 +1,7 @@
 """`python -m bench.long_lines`: one long JSONL line read by Beam 2.77's text reader and by the job's reader.
 
 Beam's `_TextSource` (what `ReadFromText` reads with) grows its buffer by concatenation, so a line of n
-bytes costs O(n^2 / buffer); `pipeline.lines` reads each byte once. Both read the same file in this one
+bytes costs O(n^2 / buffer); `pipeline.io.lines` reads each byte once. Both read the same file in this one
 process, side by side, best of `--repeats`.
 """
 
@@ -17,7 +17,7 @@ from apache_beam.io import textio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.range_trackers import OffsetRangeTracker
 
-from pipeline.lines import read_lines
+from pipeline.io.lines import read_lines
 
 
 def _beam(path: Path) -> int:
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--megabytes", default="5,20", help="lengths of the long line to try, in MB")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    print("| line length | Beam ReadFromText's reader | pipeline.lines | ratio |")
+    print("| line length | Beam ReadFromText's reader | pipeline.io.lines | ratio |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         for megabytes in (int(value) for value in args.megabytes.split(",")):

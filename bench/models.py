@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from tests.support.checkpoints import make_state_dict
+from transforms.testing.checkpoints import make_state_dict
 
 ARCHITECTURES: dict[str, dict[str, int]] = {
     "B16": dict(

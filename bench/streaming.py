@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 from bench import models, workload
-from tests.support.emulators import start_bigquery_emulator, start_pubsub_emulator, stop  # the tests' launchers
-from tests.support.paths import REPO_ROOT
+from transforms.testing.emulators import start_bigquery_emulator, start_pubsub_emulator, stop
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PROJECT = "bench-project"
 

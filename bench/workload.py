@@ -12,8 +12,8 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from tests.support.datasets import write_shard
 from transforms.inputs.tokenizer import LongCLIPTokenizer
+from transforms.testing.datasets import write_shard
 
 _WORDS = (
     "a the red blue green old small large wooden stone bright dark quiet busy street market river bridge "

@@ -12,16 +12,17 @@ import logging
 import sys
 from typing import Sequence
 
-from pipeline import flags
+from pipeline.cli.declarations import GROUPS
+from pipeline.cli.kit import switches
 
 
 def launcher_argv(argv: Sequence[str]) -> list[str]:
     """The launcher's arguments as `python -m pipeline` takes them."""
-    switches = flags.switches() | {"--streaming"}
+    takes_no_value = switches(GROUPS) | {"--streaming"}
     out: list[str] = []
     for arg in argv:
         flag, equals, value = arg.partition("=")
-        if equals and flag in switches:
+        if equals and flag in takes_no_value:
             if value.strip().lower() in ("true", "1", "yes"):
                 out.append(flag)
             elif value.strip().lower() not in ("false", "0", "no", ""):

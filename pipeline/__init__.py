@@ -1,6 +1,8 @@
 """The ready scoring job around `transforms.ScoreLongCLIP`: `python -m pipeline --help`.
 
-Names load on first use, so that `python -m pipeline --help` and flag errors need neither torch nor Beam.
+`run(argv)` runs the job as the command line does; `parse` + `preflight` + `build` are its steps, for a job
+inside a pipeline of your own. Names load on first use, so that `--help` and flag errors need neither torch
+nor Beam's runners.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from typing import Any
 
 _EXPORTS = {
     "run": "pipeline.job",
-    "build": "pipeline.job",
-    "parse_options": "pipeline.options",
-    "summarize": "pipeline.job",
-    "UsageError": "pipeline.flags",
-    "ScoreLongCLIPOptions": "pipeline.options",
+    "run_plan": "pipeline.job",
+    "parse": "pipeline.cli.command",
+    "preflight": "pipeline.preflight",
+    "build": "pipeline.build",
+    "JobPlan": "pipeline.plan",
+    "summarize": "pipeline.outcome",
+    "UsageError": "pipeline.cli.kit",
+    "ScoreLongCLIPOptions": "pipeline.cli.options",
 }
 __all__ = sorted(_EXPORTS)
 

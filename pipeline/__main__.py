@@ -10,29 +10,36 @@ import sys
 import threading
 from typing import Optional, Sequence
 
-from pipeline import flags
+from pipeline.cli.command import PROG, parse
+from pipeline.cli.kit import UsageError, fail
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parses the command line once, checks and plans the job, runs it and says what became of every record.
+
+    Returns the exit code: 0; 1 when the job failed; 2 for a usage error (one line saying what and how to fix
+    it); 130 when a Dataflow job was left running on Ctrl-C.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        flags.check_flags(argv)  # --help and this job's flag errors, before Beam is imported
-        from pipeline.options import parse_options
-
-        parse_options(argv)  # Beam's options too, before torch is imported; run() parses again, and logs
-    except flags.UsageError as exc:
-        flags.argument_parser().error(str(exc))
+        flags = parse(argv)  # --help and flag errors, before torch is imported
+    except UsageError as exc:
+        fail(PROG, str(exc))
     # force: Beam's PipelineOptions has already set up a bare WARNING-level root handler
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_JobLogs())
-    from pipeline.job import log_failure, report, run
+    from pipeline.job import run_plan
+    from pipeline.outcome import log_failure, report
+    from pipeline.preflight import preflight
 
     try:
-        result = run(argv, wait=False)
-    except flags.UsageError as exc:
-        flags.argument_parser().error(str(exc))
-    except Exception as exc:  # noqa: BLE001 - a local batch job runs within run(): say what stopped it
+        plan = preflight(flags)
+    except UsageError as exc:
+        fail(PROG, str(exc))
+    try:
+        result = run_plan(plan, wait=False)
+    except Exception as exc:  # noqa: BLE001 - a local batch job runs within run_plan(): say what stopped it
         log_failure(exc)
         return 1
     return report(result)

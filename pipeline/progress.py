@@ -26,7 +26,7 @@ from typing import Optional, TextIO
 
 import apache_beam as beam
 
-from pipeline.lines import line_bytes
+from pipeline.io.lines import line_bytes
 
 _LOGGER = logging.getLogger("pipeline")
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from tests.support.checkpoints import save_checkpoint
-from tests.support.emulators import GCP_PROJECT
-from tests.support.images import write_bad_images, write_good_images
+from transforms.testing.checkpoints import save_checkpoint
+from transforms.testing.emulators import GCP_PROJECT
+from transforms.testing.images import write_bad_images, write_good_images
 
 # Property-based tests: no example database in the work tree; the same examples on every CI run (a failure
 # there is reproducible); no per-example deadline on a shared, busy machine. Each test sets its own count.
@@ -23,6 +23,17 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.load_profile("longclip")
+
+
+EMULATOR_FIXTURES = {"gcs_emulator", "gcs_bucket", "pubsub_emulator", "bigquery_emulator"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests that start an emulator are marked `emulator`, from the fixtures they use (`make test-fast` skips
+    them; `make test`, as CI runs it, runs everything)."""
+    for item in items:
+        if EMULATOR_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.emulator)
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +72,7 @@ def gcs_emulator(tmp_path_factory):
 
     The environment is set for this process and inherited by the subprocesses tests start.
     """
-    from tests.support.emulators import start_gcs_emulator
+    from transforms.testing.emulators import start_gcs_emulator
 
     process, endpoint = start_gcs_emulator(tmp_path_factory.mktemp("gcs") / "emulator.log")
     saved = {key: os.environ.get(key) for key in ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK")}
@@ -101,7 +112,7 @@ def restore_environ():
 @pytest.fixture(scope="session")
 def pubsub_emulator(tmp_path_factory) -> str:
     """Google's real Pub/Sub emulator on a free port; returns its host:port for PUBSUB_EMULATOR_HOST."""
-    from tests.support.emulators import start_pubsub_emulator, stop
+    from transforms.testing.emulators import start_pubsub_emulator, stop
 
     process, host = start_pubsub_emulator(tmp_path_factory.mktemp("pubsub") / "emulator.log")
     try:
@@ -113,7 +124,7 @@ def pubsub_emulator(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def bigquery_emulator(tmp_path_factory) -> str:
     """The real BigQuery API emulator (bqemulator) on a free port; returns its URL for BIGQUERY_EMULATOR_HOST."""
-    from tests.support.emulators import start_bigquery_emulator, stop
+    from transforms.testing.emulators import start_bigquery_emulator, stop
 
     process, endpoint = start_bigquery_emulator(tmp_path_factory.mktemp("bigquery") / "emulator.log", GCP_PROJECT)
     try:

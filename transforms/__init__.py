@@ -1,25 +1,19 @@
 """LongCLIP image/long-caption alignment scoring as a reusable Apache Beam transform.
 
-This module is the library's public contract: `pipeline/` (the ready job) uses nothing else. Names
-load on first use, so that the settings, reason codes and output field names can be imported (by
-`python -m pipeline --help`, say) without torch or Beam.
+What a Beam user needs, importable without torch or Beam until used (names load on first use):
 
-- `ScoreLongCLIP`, `ScoredAndFailed`: the Beam transform and its split output.
-- `LongCLIPModelHandler`, `ScoreWithEmbeddings`: the RunInference model handler, for use with `RunInference`
-  directly, and its inference when asked for embeddings; `InferenceFailure`: the inference it gives a record
-  the model failed on even alone.
-- `ModelSettings`, `BatchSettings`, `RecordFields`, `ImageSettings`, `SETTINGS_CLASSES`, `InvalidSetting`,
-  `DEFAULT_MODEL`, `PRECISIONS`: every setting, declared once; `setting`, `check_fields`, `value_type`:
-  how to declare more (the job declares its own flags with them).
+- `ScoreLongCLIP`, `ScoredAndFailed`: the transform, and its split output with `.with_exception_handling()`.
+- `LongCLIPModelHandler`, `ScoreWithEmbeddings`, `InferenceFailure`: the RunInference model handler, for
+  `RunInference` directly; its inference with embeddings; what it gives a record the model failed on alone.
+- `ModelSettings`, `BatchSettings`, `RecordFields`, `ImageSettings`, `InvalidSetting`: every setting.
 - `OutputFields`, `REASON_CODES`, `InputError`: the output contract.
-- `resolve_checkpoint`, `read_architecture`, `LongCLIPArchitecture`, `read_input_sizes`, `InputSizes`,
-  `check_device`, `pick_device`, `resolve_precision`, `CheckpointNotFoundError`, `CheckpointFormatError`:
-  finding and checking a model (`read_input_sizes` reads a checkpoint's header only, also remote ones).
-- `LongCLIPScorer`, `ScoresAndFeatures`, `LongCLIPTokenizer`, `TokenizedText`, `PairPreparer`, `PreparedPair`:
-  the layers underneath, usable without Beam.
-- `resolve_image_location`, `AllowedPrefixes`, `read_image_bytes`, `decode_image`: reading an image as the
-  transform does
-  (bounded in bytes, pixels and time; failures are `InputError`s), e.g. for thumbnails.
+- `CheckpointNotFoundError`, `CheckpointFormatError`: a model that cannot be found or read.
+
+The layers underneath are documented submodules, usable without Beam: `transforms.settings` (how settings are
+declared), `transforms.model` (finding, checking and running a checkpoint: `locate`, `header`, `architecture`,
+`device`, `scorer`), `transforms.inputs` (reading images and tokenizing captions as the transform does),
+`transforms.reasons` (every reason code) and `transforms.testing` (tiny checkpoints, images, shards and
+emulators for tests and benchmarks).
 """
 
 from __future__ import annotations
@@ -31,42 +25,18 @@ _EXPORTS = {
     "ScoreLongCLIP": "transforms.beam.score",
     "ScoredAndFailed": "transforms.beam.score",
     "LongCLIPModelHandler": "transforms.beam.handler",
-    "InferenceFailure": "transforms.beam.faults",
     "ScoreWithEmbeddings": "transforms.beam.handler",
+    "InferenceFailure": "transforms.model.faults",
     "ModelSettings": "transforms.settings",
     "BatchSettings": "transforms.settings",
     "RecordFields": "transforms.settings",
     "ImageSettings": "transforms.settings",
-    "SETTINGS_CLASSES": "transforms.settings",
     "InvalidSetting": "transforms.settings",
-    "setting": "transforms.settings",
-    "check_fields": "transforms.settings",
-    "value_type": "transforms.settings",
-    "DEFAULT_MODEL": "transforms.settings",
-    "PRECISIONS": "transforms.settings",
     "OutputFields": "transforms.outputs",
     "REASON_CODES": "transforms.reasons",
     "InputError": "transforms.reasons",
-    "resolve_checkpoint": "transforms.model.locate",
     "CheckpointNotFoundError": "transforms.model.locate",
-    "read_architecture": "transforms.model.architecture",
-    "LongCLIPArchitecture": "transforms.model.architecture",
-    "read_input_sizes": "transforms.model.header",
-    "InputSizes": "transforms.model.header",
     "CheckpointFormatError": "transforms.model.formats",
-    "check_device": "transforms.model.device",
-    "pick_device": "transforms.model.device",
-    "resolve_precision": "transforms.model.device",
-    "LongCLIPScorer": "transforms.model.scorer",
-    "ScoresAndFeatures": "transforms.model.scorer",
-    "LongCLIPTokenizer": "transforms.inputs.tokenizer",
-    "TokenizedText": "transforms.inputs.tokenizer",
-    "PairPreparer": "transforms.inputs.prepare",
-    "PreparedPair": "transforms.inputs.prepare",
-    "resolve_image_location": "transforms.inputs.locations",
-    "read_image_bytes": "transforms.inputs.fetch",
-    "AllowedPrefixes": "transforms.inputs.locations",
-    "decode_image": "transforms.inputs.images",
 }
 __all__ = sorted(_EXPORTS)
 

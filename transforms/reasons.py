@@ -47,10 +47,17 @@ TRANSIENT_CODES = (IMAGE_TIMEOUT, IMAGE_UNAVAILABLE)
 
 
 class InputError(Exception):
-    """A record's image or text cannot be scored; `str()` gives `"<code>: <message>"`."""
+    """A record's image or text cannot be scored: its `reason` (one of `REASON_CODES`) and `message`; `str()`
+    gives `"<reason>: <message>"`."""
 
-    def __init__(self, code: str, message: str):
-        assert code in REASON_CODES, code
-        super().__init__(f"{code}: {message}")
-        self.code = code
+    def __init__(self, reason: str, message: str):
+        assert reason in REASON_CODES, reason
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
         self.message = message
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text (its type's name when it has none), for one-line messages."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

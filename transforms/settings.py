@@ -1,8 +1,8 @@
 """Every setting of `ScoreLongCLIP`, declared once: a frozen dataclass per concern.
 
 The transform and the model handler take these objects; the job's flags, their checks, the Flex
-Template parameters and the README's flag table are generated from the same fields (see
-`pipeline/flags.py`). Adding a setting is one field here plus the code that uses it.
+Template parameters and the flag table of docs/flags.md are generated from the same fields (see
+`pipeline/cli/`). Adding a setting is one field here plus the code that uses it.
 
 Standard library only, so that flag parsing and `--help` need neither torch nor Beam.
 """
@@ -108,7 +108,7 @@ class ModelSettings:
     )
     precision: str = setting(
         "fp32",
-        "fp32 (exact), bf16 or fp16 (faster, scores within about 1e-3; see README, Performance), or auto: "
+        "fp32 (exact), bf16 or fp16 (faster, scores within about 1e-3; see docs/performance.md), or auto: "
         "bf16 on CPUs with bf16 instructions (AVX512-BF16, AMX) and on Ampere or newer GPUs, fp16 on older "
         "GPUs, else fp32",
         label="Precision",

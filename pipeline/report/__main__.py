@@ -6,8 +6,8 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from pipeline.flags import UsageError
-from pipeline.report.options import argument_parser, check_flags
+from pipeline.cli.kit import UsageError, fail
+from pipeline.report.options import PROG, check_flags
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -15,14 +15,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         check_flags(argv)  # --help and flag errors, before Beam and matplotlib are imported
     except UsageError as exc:
-        argument_parser().error(str(exc))
+        fail(PROG, str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pipeline.report.job import run
 
     try:
         summary = run(argv)
     except UsageError as exc:
-        argument_parser().error(str(exc))
+        fail(PROG, str(exc))
     logging.getLogger("pipeline.report").info(
         "%d rows: %d scored, %d failed; median score %s",
         summary["rows"],

@@ -12,8 +12,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from pipeline.report.statistics import LENGTH_BIN_TOKENS, LENGTH_BINS, LENGTH_SCORE_BINS, SCORE_BINS
+from transforms.inputs.tokenizer import LONGCLIP_CONTEXT_LENGTH as CONTEXT_LENGTH
 
-CONTEXT_LENGTH = 248  # LongCLIP's, start and end tokens included
 BLUE, ORANGE, GREY = "#3b6ea8", "#d9822b", "#8a8f98"
 MAX_BARS = 60
 
@@ -124,7 +124,7 @@ def length_chart(data: dict) -> bytes:
     if CONTEXT_LENGTH <= x_edges[-1] + LENGTH_BIN_TOKENS:
         axes.axvline(CONTEXT_LENGTH, color=GREY, linestyle="--", linewidth=1)
         axes.annotate(
-            "248: longer captions are cut", (CONTEXT_LENGTH, 0), xycoords=("data", "axes fraction"),
+            f"{CONTEXT_LENGTH}: longer captions are cut", (CONTEXT_LENGTH, 0), xycoords=("data", "axes fraction"),
             xytext=(3, 4), textcoords="offset points", color="#555555", fontsize=8,
         )  # fmt: skip
     if last_length == LENGTH_BINS:

@@ -10,11 +10,9 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from pipeline import flags
-from pipeline.flags import UsageError
-from pipeline.options import known_beam_options
+from pipeline.cli.kit import UsageError, beam_options
 from pipeline.report import charts, page
 from pipeline.report.options import ReportSettings, check_flags
 from pipeline.report.statistics import ReadScoredRows, ScoreStatistics
@@ -31,11 +29,8 @@ def parse(argv: Optional[Sequence[str]]) -> tuple[ReportSettings, PipelineOption
 
     Raises `UsageError` for a bad flag, an unknown one, or an input that matches no file.
     """
-    settings, beam_args = check_flags(argv)
-    options = known_beam_options(beam_args, "this command's")
-    standard = options.view_as(StandardOptions)
-    if standard.runner is None:
-        standard.runner = flags.DEFAULT_LOCAL_RUNNER
+    settings, parser, beam_args = check_flags(argv)
+    options = beam_options(beam_args, parser, streaming_runner=False)
     try:
         files = [m.path for m in FileSystems.match([settings.report.input])[0].metadata_list]
     except Exception as exc:  # a bad scheme, no access

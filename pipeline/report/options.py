@@ -9,9 +9,9 @@ import argparse
 import dataclasses
 from typing import Optional, Sequence
 
-from pipeline import flags
-from pipeline.flags import GCS_PATH, Group, UsageError
-from transforms import ImageSettings, InvalidSetting, RecordFields, check_fields, setting
+from pipeline.cli import kit
+from pipeline.cli.kit import GCS_PATH, Group, UsageError, values_of
+from transforms.settings import ImageSettings, InvalidSetting, RecordFields, check_fields, setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,26 +40,29 @@ class ReportOptions:
 
 
 # The image settings a thumbnail needs; the rest (threads of the scoring job) do not apply.
+# The record fields a report reads (whether the job kept embeddings does not matter to it).
+RECORD_FIELDS = ("image_key", "text_key", "output_key")
 THUMBNAIL_IMAGE_SETTINGS = ("image_root", "max_image_bytes", "max_image_pixels", "http_timeout_secs")
 
 GROUPS = (
     Group("report", "Report", ReportOptions),
-    Group("records", "Records", RecordFields),
+    Group("records", "Records", RecordFields, only=RECORD_FIELDS),
     Group("thumbnails", "Images", ImageSettings, only=THUMBNAIL_IMAGE_SETTINGS),
 )
 
 
-def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.report",
-        allow_abbrev=False,
-        description="A report on scored rows: summary.json (counts, percentiles, keep-top thresholds) and "
-        "report.html (histogram, retention curve, score by caption length, failures, lowest and highest rows).",
-        epilog="Every standard Beam pipeline option (--runner, --project, --temp_location, ...) is accepted too; "
-        f"without --runner it runs locally on the {flags.DEFAULT_LOCAL_RUNNER}.",
+PROG = "python -m pipeline.report"
+
+
+def argument_parser() -> kit.CommandParser:
+    return kit.command_parser(
+        PROG,
+        "A report on scored rows: summary.json (counts, percentiles, keep-top thresholds) and report.html "
+        "(histogram, retention curve, score by caption length, failures, lowest and highest rows).",
+        "Every standard Beam pipeline option (--runner, --project, --temp_location, ...) is accepted too; "
+        f"without --runner it runs locally on the {kit.DEFAULT_LOCAL_RUNNER}.",
+        GROUPS,
     )
-    flags.add_arguments(parser, GROUPS)
-    return parser
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,19 +74,16 @@ class ReportSettings:
     images: ImageSettings
 
 
-def check_flags(argv: Optional[Sequence[str]]) -> tuple[ReportSettings, list[str]]:
-    """This command's settings, and the rest of `argv` (Beam's options). Raises `UsageError`."""
-    known, rest = argument_parser().parse_known_args(argv)
+def check_flags(argv: Optional[Sequence[str]]) -> tuple[ReportSettings, argparse.ArgumentParser, list[str]]:
+    """This command's settings, its parser, and the rest of `argv` (Beam's options). Raises `UsageError`."""
+    parser = argument_parser()
+    known, rest = parser.parse_known_args(argv)
     try:
         settings = ReportSettings(
-            ReportOptions(**_values(known, ReportOptions)),
-            RecordFields(**_values(known, RecordFields)),
-            ImageSettings(**{name: getattr(known, name) for name in THUMBNAIL_IMAGE_SETTINGS}),
+            ReportOptions(**values_of(known, ReportOptions)),
+            RecordFields(**values_of(known, RecordFields, RECORD_FIELDS)),
+            ImageSettings(**values_of(known, ImageSettings, THUMBNAIL_IMAGE_SETTINGS)),
         )
     except InvalidSetting as exc:
         raise UsageError(f"--{exc.name}: {exc.message}") from None
-    return settings, rest
-
-
-def _values(known: argparse.Namespace, declaration: type) -> dict:
-    return {field.name: getattr(known, field.name) for field in dataclasses.fields(declaration)}
+    return settings, parser, rest

@@ -23,7 +23,8 @@ from apache_beam.pvalue import AsSingleton
 from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
 from pipeline.report.thumbnails import thumbnails
-from transforms import ImageSettings, LongCLIPTokenizer, OutputFields, RecordFields
+from transforms import ImageSettings, OutputFields, RecordFields
+from transforms.inputs.tokenizer import LongCLIPTokenizer
 
 METRICS_NAMESPACE = "report"
 SCORE_BINS = 1000  # histogram of scores over [0, 1]
@@ -90,7 +91,7 @@ class Facts(NamedTuple):
 class _RowFacts(beam.DoFn):
     def __init__(self, fields: RecordFields):
         self._fields = fields
-        self._outputs = OutputFields(fields.output_key)
+        self._outputs = OutputFields.of(fields)
 
     def setup(self) -> None:
         self._tokenizer = LongCLIPTokenizer()
@@ -198,7 +199,7 @@ class ShownRow(NamedTuple):
 
 
 def _shown(row: Optional[dict], fields: RecordFields) -> list[ShownRow]:
-    outputs = OutputFields(fields.output_key)
+    outputs = OutputFields.of(fields)
     if row is None or row.get(outputs.reason) is not None:
         return []
     score = row.get(outputs.score)

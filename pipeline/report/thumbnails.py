@@ -12,14 +12,10 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Optional
 
-from transforms import (
-    AllowedPrefixes,
-    ImageSettings,
-    InputError,
-    decode_image,
-    read_image_bytes,
-    resolve_image_location,
-)
+from transforms import ImageSettings, InputError
+from transforms.inputs.fetch import read_image_bytes
+from transforms.inputs.images import decode_image
+from transforms.inputs.locations import AllowedPrefixes, resolve_image_location
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -12,7 +12,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from transforms import BatchSettings, LongCLIPModelHandler, LongCLIPScorer, LongCLIPTokenizer, ModelSettings
+from transforms import BatchSettings, LongCLIPModelHandler, ModelSettings
+from transforms.inputs.tokenizer import LongCLIPTokenizer
+from transforms.model.scorer import LongCLIPScorer
 
 POISON = "this caption makes the model fail"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-# Formats the scorer reads (as `tests.support.images` writes them), each a real file to mutate.
+# Formats the scorer reads (as `transforms.testing.images` writes them), each a real file to mutate.
 IMAGE_FORMATS = ("rgb.jpg", "cmyk.jpg", "rgb.png", "grey16.png", "palette.gif", "animated.gif", "grey.webp")
 IMAGE_FORMATS += ("rgb.bmp", "rgb.tiff")
 

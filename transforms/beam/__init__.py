@@ -1,0 +1,1 @@
+"""The thin Beam layer: `handler` (the RunInference `ModelHandler`) and `score` (the `ScoreLongCLIP` transform)."""

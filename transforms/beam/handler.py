@@ -10,9 +10,9 @@ from typing import Any, Iterable, NamedTuple, Optional, Sequence, Union
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from transforms.beam.faults import FaultIsolator
 from transforms.inputs.prepare import PreparedPair
 from transforms.model.device import check_device
+from transforms.model.faults import FaultIsolator
 from transforms.model.formats import CheckpointFormatError
 from transforms.model.header import InputSizes, read_input_sizes
 from transforms.model.locate import BEAM_WORKER_DIR_ENV, resolve_checkpoint

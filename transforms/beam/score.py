@@ -12,10 +12,10 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import reasons
-from transforms.beam.faults import InferenceFailure
 from transforms.beam.handler import LongCLIPModelHandler, ScoreWithEmbeddings
-from transforms.beam.prefetch import OrderedPrefetcher
+from transforms.inputs.prefetch import OrderedPrefetcher
 from transforms.inputs.prepare import PairPreparer, PreparedPair
+from transforms.model.faults import InferenceFailure
 from transforms.model.header import InputSizes
 from transforms.outputs import OutputFields
 from transforms.reasons import InputError
@@ -128,7 +128,7 @@ class RecordContext(NamedTuple):
 
 class _Failure(NamedTuple):
     record: dict
-    code: str
+    reason: str
     error: str
     truncated: bool
 
@@ -193,7 +193,7 @@ class _PrepareDoFn(beam.DoFn):
             truncated = text.truncated
             image = self._preparer.load_image(record)
         except InputError as error:
-            return _Failure(kept, error.code, str(error), truncated)
+            return _Failure(kept, error.reason, str(error), truncated)
         return PreparedPair(image.pixels, text.ids, RecordContext(kept, truncated, None), image.digest)
 
 
@@ -242,7 +242,7 @@ class _AttachScore(beam.DoFn):
 
 def _attach_failure(failure: _Failure, outputs: OutputFields, namespace: str) -> dict[str, Any]:
     Metrics.counter(namespace, "failed").inc()
-    Metrics.counter(namespace, f"failed_{failure.code}").inc()
+    Metrics.counter(namespace, f"failed_{failure.reason}").inc()
     if failure.truncated:
         Metrics.counter(namespace, "truncated").inc()
-    return {**failure.record, **outputs.values(0.0, failure.code, failure.error, failure.truncated)}
+    return {**failure.record, **outputs.values(0.0, failure.reason, failure.error, failure.truncated)}

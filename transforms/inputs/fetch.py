@@ -13,9 +13,7 @@ import http.client
 import os
 import stat
 
-from apache_beam.io.filesystems import FileSystems
-
-from transforms import reasons as errors
+from transforms import reasons
 from transforms.inputs import http_get
 from transforms.inputs.locations import HTTP_SCHEMES, AllowedPrefixes, local_path, redact, scheme_of
 from transforms.inputs.retries import ReadAttempts, TransientError, run_before_deadline, with_retries
@@ -37,7 +35,10 @@ def read_image_bytes(
     allowed: AllowedPrefixes = _ANYWHERE,
 ) -> bytes:
     """Reads at most `max_bytes` of the image at `location` (already joined to the image root)."""
-    path = local_path(location)
+    try:
+        path = local_path(location)
+    except ValueError as exc:
+        raise InputError(reasons.IMAGE_UNREADABLE, str(exc)) from None
     if path is not None:
         return _read_local(allowed.local(path), path, max_bytes, follow_links=not allowed.confining)
     allowed.uri(location)
@@ -65,26 +66,28 @@ def _read_local(path: str, as_given: str, max_bytes: int, *, follow_links: bool)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else os.O_NOFOLLOW))
     except FileNotFoundError:
-        raise InputError(errors.IMAGE_NOT_FOUND, f"{as_given} does not exist") from None
+        raise InputError(reasons.IMAGE_NOT_FOUND, f"{as_given} does not exist") from None
     except NotADirectoryError:
-        raise InputError(errors.IMAGE_NOT_FOUND, f"{as_given} does not exist (a folder in it is a file)") from None
+        raise InputError(reasons.IMAGE_NOT_FOUND, f"{as_given} does not exist (a folder in it is a file)") from None
     except OSError as exc:
-        raise InputError(errors.IMAGE_UNREADABLE, f"cannot open {as_given}: {_os_reason(exc)}") from None
+        raise InputError(reasons.IMAGE_UNREADABLE, f"cannot open {as_given}: {_os_reason(exc)}") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
         if stat.S_ISDIR(mode):
-            raise InputError(errors.IMAGE_UNREADABLE, f"{as_given} is a folder, not an image file")
-        raise InputError(errors.IMAGE_UNREADABLE, f"{as_given} is not a regular file (a FIFO, socket or device)")
+            raise InputError(reasons.IMAGE_UNREADABLE, f"{as_given} is a folder, not an image file")
+        raise InputError(reasons.IMAGE_UNREADABLE, f"{as_given} is not a regular file (a FIFO, socket or device)")
     with os.fdopen(fd, "rb") as stream:
         try:
             return check_size(stream.read(max_bytes + 1), as_given, max_bytes)
         except OSError as exc:
-            raise InputError(errors.IMAGE_UNREADABLE, f"cannot read {as_given}: {_os_reason(exc)}") from None
+            raise InputError(reasons.IMAGE_UNREADABLE, f"cannot read {as_given}: {_os_reason(exc)}") from None
 
 
 def _read_filesystems(uri: str, shown: str, max_bytes: int, attempts: ReadAttempts) -> bytes:
     """One attempt through Beam FileSystems; only a failed read pays the existence check that names it."""
+    from apache_beam.io.filesystems import FileSystems  # Beam only for the schemes it serves
+
     try:
         chunks, size = [], 0
         with FileSystems.open(uri, compression_type="uncompressed") as stream:
@@ -103,12 +106,14 @@ def _read_filesystems(uri: str, shown: str, max_bytes: int, attempts: ReadAttemp
         if _is_transient(exc):
             raise TransientError(f"{_describe(exc)}, which may pass") from None
         if _is_missing(exc) or not _exists(uri):
-            raise InputError(errors.IMAGE_NOT_FOUND, f"{shown} does not exist") from None
-        raise InputError(errors.IMAGE_UNREADABLE, f"cannot read {shown}: {_describe(exc)}") from None
+            raise InputError(reasons.IMAGE_NOT_FOUND, f"{shown} does not exist") from None
+        raise InputError(reasons.IMAGE_UNREADABLE, f"cannot read {shown}: {_describe(exc)}") from None
 
 
 def _exists(uri: str) -> bool:
     """Each scheme raises its own "not found"; this asks them all alike. True when even that fails."""
+    from apache_beam.io.filesystems import FileSystems
+
     try:
         return FileSystems.exists(uri)
     except Exception:
@@ -118,7 +123,7 @@ def _exists(uri: str) -> bool:
 def check_size(data: bytes, shown: str, max_bytes: int) -> bytes:
     """`data`, unless it is over `max_bytes` (`image_too_large`); inline bytes are checked like fetched ones."""
     if len(data) > max_bytes:
-        raise InputError(errors.IMAGE_TOO_LARGE, f"{shown} is over the {max_bytes}-byte limit")
+        raise InputError(reasons.IMAGE_TOO_LARGE, f"{shown} is over the {max_bytes}-byte limit")
     return data
 
 

@@ -19,7 +19,7 @@ import ssl
 from typing import NamedTuple, Optional
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-from transforms import reasons as errors
+from transforms import reasons
 from transforms.inputs.locations import HTTP_SCHEMES, AllowedPrefixes, redact
 from transforms.inputs.retries import Cancelled, ReadAttempts, TransientError
 from transforms.reasons import InputError
@@ -112,16 +112,16 @@ def get_image(url: str, *, max_bytes: int, attempts: ReadAttempts, allowed: Allo
         following = urljoin(current, answer.location)
         if urlsplit(following).scheme.lower() not in HTTP_SCHEMES:
             raise InputError(
-                errors.IMAGE_NOT_ALLOWED, f"GET {where}: redirects to {redact(following)}; only http(s) is followed"
+                reasons.IMAGE_NOT_ALLOWED, f"GET {where}: redirects to {redact(following)}; only http(s) is followed"
             )
         try:
             allowed.uri(following)
         except InputError as refused:
-            raise InputError(refused.code, f"GET {where}: redirected, but {refused.message}") from None
+            raise InputError(refused.reason, f"GET {where}: redirected, but {refused.message}") from None
         if authorization and _target(following).origin != target.origin:
             authorization = None  # credentials are for the URL's own origin only
         current = following
-    raise InputError(errors.IMAGE_UNREADABLE, f"GET {shown}: more than {MAX_REDIRECTS} redirects (a redirect loop?)")
+    raise InputError(reasons.IMAGE_UNREADABLE, f"GET {shown}: more than {MAX_REDIRECTS} redirects (a redirect loop?)")
 
 
 def _target(url: str) -> _Target:
@@ -133,9 +133,9 @@ def _target(url: str) -> _Target:
         if ":" in host:  # an IPv6 literal, whose zone index may be percent-encoded (fe80::1%25eth0)
             host = unquote(host)
     except (ValueError, UnicodeError):
-        raise InputError(errors.IMAGE_UNREADABLE, f"{shown} is not a well-formed URL (host or port)") from None
+        raise InputError(reasons.IMAGE_UNREADABLE, f"{shown} is not a well-formed URL (host or port)") from None
     if not host:
-        raise InputError(errors.IMAGE_UNREADABLE, f"{shown} has no host")
+        raise InputError(reasons.IMAGE_UNREADABLE, f"{shown} has no host")
     authorization = None
     if parts.username is not None:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
@@ -153,7 +153,7 @@ def _get(target: _Target, attempts: ReadAttempts, max_bytes: int, where: str) ->
     if refused:
         named = "" if refused == [target.host] else f"{target.host} resolves to "
         raise InputError(
-            errors.IMAGE_NOT_ALLOWED,
+            reasons.IMAGE_NOT_ALLOWED,
             f"GET {where}: {named}{', '.join(refused)} is a link-local or metadata address, never fetched",
         )
     sock = _connect(addresses, attempts)
@@ -177,15 +177,15 @@ def _get(target: _Target, attempts: ReadAttempts, max_bytes: int, where: str) ->
         if status in _REDIRECTS:
             location = response.getheader("Location")
             if not location:
-                raise InputError(errors.IMAGE_UNREADABLE, f"GET {where}: HTTP {status} without a Location")
+                raise InputError(reasons.IMAGE_UNREADABLE, f"GET {where}: HTTP {status} without a Location")
             return _Answer(status, location, b"")
         if status in (404, 410):
-            raise InputError(errors.IMAGE_NOT_FOUND, f"GET {where}: HTTP {status}")
+            raise InputError(reasons.IMAGE_NOT_FOUND, f"GET {where}: HTTP {status}")
         if status in _TRANSIENT_STATUSES or 500 <= status < 600:
             raise TransientError(f"HTTP {status}", retry_after=_retry_after(response))
         if not 200 <= status < 300:
             refused_credentials = " (the URL's credentials were refused)" if target.authorization else ""
-            raise InputError(errors.IMAGE_UNREADABLE, f"GET {where}: HTTP {status}{refused_credentials}")
+            raise InputError(reasons.IMAGE_UNREADABLE, f"GET {where}: HTTP {status}{refused_credentials}")
         return _Answer(status, None, _body(response, sock, attempts, max_bytes, where))
     finally:
         if connection is not None:
@@ -219,7 +219,7 @@ def _connect(addresses: list, attempts: ReadAttempts) -> socket.socket:
 def _body(response: http.client.HTTPResponse, sock, attempts: ReadAttempts, max_bytes: int, where: str) -> bytes:
     declared = response.getheader("Content-Length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise InputError(errors.IMAGE_TOO_LARGE, f"GET {where}: {declared} bytes, over the {max_bytes}-byte limit")
+        raise InputError(reasons.IMAGE_TOO_LARGE, f"GET {where}: {declared} bytes, over the {max_bytes}-byte limit")
     chunks, size = [], 0
     while size <= max_bytes:
         _hold_to_deadline(sock, attempts)
@@ -229,7 +229,7 @@ def _body(response: http.client.HTTPResponse, sock, attempts: ReadAttempts, max_
         chunks.append(chunk)
         size += len(chunk)
     if size > max_bytes:
-        raise InputError(errors.IMAGE_TOO_LARGE, f"GET {where}: over the {max_bytes}-byte limit")
+        raise InputError(reasons.IMAGE_TOO_LARGE, f"GET {where}: over the {max_bytes}-byte limit")
     return b"".join(chunks)
 
 
@@ -252,9 +252,9 @@ def _failure(exc: Exception, where: str, host: str) -> Exception:
     if isinstance(exc, socket.gaierror):
         if exc.errno == socket.EAI_AGAIN:
             return TransientError(f"looking up {host} failed for now")
-        return InputError(errors.IMAGE_UNREADABLE, f"GET {where}: the host name {host} does not resolve")
+        return InputError(reasons.IMAGE_UNREADABLE, f"GET {where}: the host name {host} does not resolve")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return InputError(errors.IMAGE_UNREADABLE, f"GET {where}: TLS certificate not trusted ({exc.verify_message})")
+        return InputError(reasons.IMAGE_UNREADABLE, f"GET {where}: TLS certificate not trusted ({exc.verify_message})")
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return TransientError("no answer in time", timed_out=True)
     if isinstance(exc, http.client.IncompleteRead):
@@ -266,10 +266,10 @@ def _failure(exc: Exception, where: str, host: str) -> Exception:
     if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
         return TransientError("the connection was reset")
     if isinstance(exc, ssl.SSLError):
-        return InputError(errors.IMAGE_UNREADABLE, f"GET {where}: TLS failed ({exc.reason or 'handshake'})")
+        return InputError(reasons.IMAGE_UNREADABLE, f"GET {where}: TLS failed ({exc.reason or 'handshake'})")
     if isinstance(exc, http.client.HTTPException):
-        return InputError(errors.IMAGE_UNREADABLE, f"GET {where}: the answer is not valid HTTP ({type(exc).__name__})")
+        return InputError(reasons.IMAGE_UNREADABLE, f"GET {where}: the answer is not valid HTTP ({type(exc).__name__})")
     if isinstance(exc, OSError):
         name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
         return TransientError(f"network error ({name})")
-    return InputError(errors.IMAGE_UNREADABLE, f"GET {where}: {type(exc).__name__}")
+    return InputError(reasons.IMAGE_UNREADABLE, f"GET {where}: {type(exc).__name__}")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from transforms import reasons as errors
+from transforms import reasons
 from transforms.reasons import InputError
 from transforms.settings import ImageSettings
 
@@ -36,12 +36,12 @@ def decode_image(data: bytes, *, max_pixels: int = _DEFAULTS.max_image_pixels) -
     returned as decoded, not copied (what `convert` would do), so that it is in memory once.
     """
     if not data:
-        raise InputError(errors.IMAGE_UNDECODABLE, "the image file is empty")
+        raise InputError(reasons.IMAGE_UNDECODABLE, "the image file is empty")
     try:
         image = Image.open(io.BytesIO(data), formats=ENABLED_FORMATS)  # reads the header only
         width, height = image.size
         if width * height > max_pixels:
-            raise InputError(errors.IMAGE_TOO_LARGE, f"{width}x{height} pixels is over the {max_pixels}-pixel limit")
+            raise InputError(reasons.IMAGE_TOO_LARGE, f"{width}x{height} pixels is over the {max_pixels}-pixel limit")
         image.seek(0)
         if image.mode == "RGB":
             image.load()
@@ -51,13 +51,13 @@ def decode_image(data: bytes, *, max_pixels: int = _DEFAULTS.max_image_pixels) -
         raise
     except Image.DecompressionBombError:
         limit = 2 * Image.MAX_IMAGE_PIXELS
-        raise InputError(errors.IMAGE_TOO_LARGE, f"over Pillow's {limit}-pixel decompression-bomb limit") from None
+        raise InputError(reasons.IMAGE_TOO_LARGE, f"over Pillow's {limit}-pixel decompression-bomb limit") from None
     except UnidentifiedImageError:
         raise InputError(
-            errors.IMAGE_UNDECODABLE, f"not an image in an enabled format ({', '.join(ENABLED_FORMATS)})"
+            reasons.IMAGE_UNDECODABLE, f"not an image in an enabled format ({', '.join(ENABLED_FORMATS)})"
         ) from None
     except Exception as exc:  # truncated files, corrupt streams, unsupported modes: never quote the message
-        raise InputError(errors.IMAGE_UNDECODABLE, f"cannot decode the image: {_decoding_failure(exc)}") from None
+        raise InputError(reasons.IMAGE_UNDECODABLE, f"cannot decode the image: {_decoding_failure(exc)}") from None
 
 
 def _decoding_failure(exc: Exception) -> str:
@@ -90,7 +90,7 @@ class ImagePreprocessor:
         resized_long = int(self.resolution * long / short)
         if self.resolution * resized_long > self.max_pixels:
             raise InputError(
-                errors.IMAGE_TOO_LARGE,
+                reasons.IMAGE_TOO_LARGE,
                 f"a {width}x{height} image resizes to {self.resolution}x{resized_long}, "
                 f"over the {self.max_pixels}-pixel limit (aspect ratio too extreme)",
             )

@@ -12,7 +12,7 @@ import os
 from typing import Any, Mapping, NamedTuple, Optional, Union
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from transforms import reasons as errors
+from transforms import reasons
 from transforms.reasons import InputError
 from transforms.settings import image_prefixes
 
@@ -32,10 +32,10 @@ def image_source(value: object, image_root: Optional[str]) -> Union[str, bytes]:
         data = value.get("bytes")
         if data is not None:
             if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise InputError(errors.IMAGE_WRONG_TYPE, f"image bytes must be bytes, got {type(data).__name__}")
+                raise InputError(reasons.IMAGE_WRONG_TYPE, f"image bytes must be bytes, got {type(data).__name__}")
             return bytes(data)
         if value.get("path") is None:
-            raise InputError(errors.IMAGE_MISSING, "the image struct has neither bytes nor a path")
+            raise InputError(reasons.IMAGE_MISSING, "the image struct has neither bytes nor a path")
         value = value["path"]
     return resolve_image_location(value, image_root)
 
@@ -59,12 +59,12 @@ def _is_image_struct(value: object) -> bool:
 def resolve_image_location(location: object, image_root: Optional[str]) -> str:
     """Validates the record's image field and joins a relative path to `image_root`."""
     if location is None:
-        raise InputError(errors.IMAGE_MISSING, "the record has no image path")
+        raise InputError(reasons.IMAGE_MISSING, "the record has no image path")
     if not isinstance(location, str):
-        raise InputError(errors.IMAGE_WRONG_TYPE, f"image path must be a string, got {type(location).__name__}")
+        raise InputError(reasons.IMAGE_WRONG_TYPE, f"image path must be a string, got {type(location).__name__}")
     location = location.strip()
     if not location:
-        raise InputError(errors.IMAGE_MISSING, "the image path is empty")
+        raise InputError(reasons.IMAGE_MISSING, "the image path is empty")
     if has_scheme(location) or os.path.isabs(location) or not image_root:
         return location
     if has_scheme(image_root):  # URIs join with "/" whatever the scheme, as Beam's FileSystems do
@@ -81,14 +81,15 @@ def scheme_of(location: str) -> str:
 
 
 def local_path(location: str) -> Optional[str]:
-    """The local path a location names: itself without a scheme, or a `file://` URI's path; else None."""
+    """The local path a location names: itself without a scheme, or a `file://` URI's path; None for any other
+    scheme. Raises `ValueError` for a `file://` URI that names another host."""
     if not has_scheme(location):
         return location
     if scheme_of(location) != "file":
         return None
     parts = urlsplit(location)
     if parts.netloc not in ("", "localhost"):
-        raise InputError(errors.IMAGE_UNREADABLE, f"{redact(location)} names another host; file:// URIs are local")
+        raise ValueError(f"{redact(location)} names a file on host {parts.netloc!r}; file:// URIs are local")
     return unquote(parts.path)
 
 
@@ -138,7 +139,7 @@ class AllowedPrefixes:
         for folder in self._folders:
             if real == folder or real.startswith(folder.rstrip(os.sep) + os.sep):
                 return real
-        raise InputError(errors.IMAGE_NOT_ALLOWED, f"{path} is outside allowed_image_prefixes")
+        raise InputError(reasons.IMAGE_NOT_ALLOWED, f"{path} is outside allowed_image_prefixes")
 
     def uri(self, uri: str) -> None:
         """Raises `image_not_allowed` unless `uri` is under one of the URI prefixes."""
@@ -148,10 +149,10 @@ class AllowedPrefixes:
         try:
             candidate = _uri_prefix(uri)
         except ValueError:
-            raise InputError(errors.IMAGE_NOT_ALLOWED, f"{shown} is not a well-formed URI") from None
+            raise InputError(reasons.IMAGE_NOT_ALLOWED, f"{shown} is not a well-formed URI") from None
         segments = candidate.path.replace("\\", "/").split("/")
         if "." in segments or ".." in segments:
-            raise InputError(errors.IMAGE_NOT_ALLOWED, f"{shown} has '.' or '..' path segments")
+            raise InputError(reasons.IMAGE_NOT_ALLOWED, f"{shown} has '.' or '..' path segments")
         for prefix in self._uris:
             if prefix.scheme != candidate.scheme:
                 continue
@@ -162,7 +163,7 @@ class AllowedPrefixes:
                 not folder or candidate.path == folder or candidate.path.startswith(folder + "/")
             ):
                 return
-        raise InputError(errors.IMAGE_NOT_ALLOWED, f"{shown} is outside allowed_image_prefixes")
+        raise InputError(reasons.IMAGE_NOT_ALLOWED, f"{shown} is outside allowed_image_prefixes")
 
 
 def _uri_prefix(uri: str) -> _UriPrefix:

@@ -16,7 +16,7 @@ from typing import Any, Hashable, Mapping, NamedTuple, Optional
 import regex
 import torch
 
-from transforms import reasons as errors
+from transforms import reasons
 from transforms.inputs import images as image_io
 from transforms.inputs.fetch import check_size, read_image_bytes
 from transforms.inputs.locations import AllowedPrefixes, image_source, redact, without_image_bytes
@@ -80,16 +80,16 @@ class PairPreparer:
         key = self.fields.text_key
         text = record.get(key)
         if text is None or (isinstance(text, float) and math.isnan(text)):
-            raise InputError(errors.TEXT_MISSING, f"the record has no {key!r}")
+            raise InputError(reasons.TEXT_MISSING, f"the record has no {key!r}")
         if not isinstance(text, str):
-            raise InputError(errors.TEXT_WRONG_TYPE, f"{key!r} must be a string, got {type(text).__name__}")
+            raise InputError(reasons.TEXT_WRONG_TYPE, f"{key!r} must be a string, got {type(text).__name__}")
         if not _VISIBLE.search(text):
             raise InputError(
-                errors.TEXT_EMPTY, f"{key!r} has no visible characters (only spaces, control or zero-width)"
+                reasons.TEXT_EMPTY, f"{key!r} has no visible characters (only spaces, control or zero-width)"
             )
         tokens = self._tokenizer(text)
         if len(tokens.ids) <= 2:  # only SOT and EOT
-            raise InputError(errors.TEXT_EMPTY, f"{key!r} leaves no tokens after LongCLIP's text cleaning")
+            raise InputError(reasons.TEXT_EMPTY, f"{key!r} leaves no tokens after LongCLIP's text cleaning")
         return tokens
 
     def load_image(self, record: Mapping[str, Any]) -> LoadedImage:
@@ -134,7 +134,7 @@ class PairPreparer:
             raise
         except Exception as exc:  # e.g. degenerate sizes Pillow cannot resample
             message = f"cannot preprocess {redact(location)}: {type(exc).__name__}"
-            raise InputError(errors.IMAGE_UNDECODABLE, message) from None
+            raise InputError(reasons.IMAGE_UNDECODABLE, message) from None
 
     def close(self) -> None:
         """Stops the decoding threads (a preparer that is dropped leaves them idle until the process ends)."""
@@ -171,10 +171,10 @@ class _RecentLoads:
             try:
                 future.set_result(load(location))
             except InputError as exc:
-                if exc.code in errors.TRANSIENT_CODES:  # a later record asking again tries again
+                if exc.reason in reasons.TRANSIENT_CODES:  # a later record asking again tries again
                     self._forget(location, future)
                 # A fresh error, without the traceback whose frames hold the image bytes.
-                future.set_exception(InputError(exc.code, exc.message))
+                future.set_exception(InputError(exc.reason, exc.message))
             except BaseException as exc:
                 self._forget(location, future)
                 future.set_exception(exc)

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable, Optional, TypeVar
 
-from transforms import reasons as errors
+from transforms import reasons
 from transforms.reasons import InputError
 
 Result = TypeVar("Result")
@@ -106,7 +106,7 @@ def with_retries(attempt: Callable[[], Result], attempts: ReadAttempts, what: st
             attempts.raise_if_cancelled()
             delay = backoff_secs(attempts.count, failure.retry_after)
             if attempts.count >= MAX_ATTEMPTS or delay >= attempts.remaining():
-                code = errors.IMAGE_TIMEOUT if failure.timed_out else errors.IMAGE_UNAVAILABLE
+                code = reasons.IMAGE_TIMEOUT if failure.timed_out else reasons.IMAGE_UNAVAILABLE
                 raise InputError(code, f"{what}: {failure.what} ({attempts.summary()})") from None
         if attempts.cancelled.wait(delay):
             raise Cancelled()
@@ -131,7 +131,7 @@ def run_before_deadline(read: Callable[[], Result], attempts: ReadAttempts, what
     if not done.wait(max(attempts.remaining(), 0)):
         attempts.cancel()
         raise InputError(
-            errors.IMAGE_TIMEOUT,
+            reasons.IMAGE_TIMEOUT,
             f"{what}: not read within the {attempts.timeout_secs:g} s deadline ({attempts.summary()})",
         )
     if "error" in outcome:

@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 
+from transforms.reasons import first_line
 from transforms.settings import PRECISIONS, InvalidSetting
 
 DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16, torch.float16), strict=True))
@@ -44,8 +45,7 @@ def cuda_problem() -> str:
     try:
         torch.cuda.init()
     except Exception as exc:  # no driver, a driver older than this torch's CUDA, no device
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return f"{first_line} (torch {torch.__version__} is built for CUDA {torch.version.cuda})"
+        return f"{first_line(exc)} (torch {torch.__version__} is built for CUDA {torch.version.cuda})"
     return "no CUDA device is visible"
 
 

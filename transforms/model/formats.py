@@ -19,6 +19,8 @@ from typing import Mapping, Optional, Union
 
 import torch
 
+from transforms.reasons import first_line
+
 STATE_DICT_SUFFIXES = (".pt", ".bin", ".ckpt")
 SAFETENSORS_SUFFIX = ".safetensors"
 HF_CONFIG = "config.json"
@@ -87,10 +89,9 @@ def _torch_load(path: Path, shapes_only: bool) -> object:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files cannot be mapped
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointFormatError(
             f"cannot load {path} as a PyTorch state dict with weights_only=True ({type(exc).__name__}: "
-            f"{first_line}). Accepted: {ACCEPTED_FORMATS}; not TorchScript archives or pickled modules."
+            f"{first_line(exc)}). Accepted: {ACCEPTED_FORMATS}; not TorchScript archives or pickled modules."
         ) from exc
 
 

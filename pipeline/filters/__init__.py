@@ -1,0 +1,1 @@
+"""Keeping the rows worth keeping: `keep.KeepByScore`, with the exact top-fraction cutoff of `cutoff`."""

@@ -1,0 +1,69 @@
+"""The end of a run: what became of every input record, from the job's counters, and the exit code."""
+
+from __future__ import annotations
+
+import logging
+
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.runners.runner import PipelineResult
+
+from pipeline.build import SCORE_STEP
+from pipeline.io import records, resume
+from transforms.reasons import first_line
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def summarize(result: PipelineResult) -> dict[str, int]:
+    """Committed counters of the job: read, dead_lettered[_<reason>], scored, failed[_<reason>], truncated."""
+    counts: dict[str, int] = {}
+    for namespace in (records.METRICS_NAMESPACE, SCORE_STEP):
+        for counter in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
+            name = counter.key.metric.name
+            counts[name] = counts.get(name, 0) + (counter.committed or 0)
+    return counts
+
+
+def report(result: PipelineResult) -> int:
+    """Waits for the job (Ctrl-C cancels a local one) and logs what became of every input record.
+
+    Returns the process exit code: 0; 1 when the job failed (e.g. Pub/Sub unreachable from the local
+    runner), after logging why and the counts so far; 130 when a Dataflow job was left running on Ctrl-C.
+    """
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+
+    failed = False
+    try:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+        if isinstance(result, DataflowPipelineResult):
+            _LOGGER.info("Stopped waiting; the Dataflow job goes on running (gcloud dataflow jobs cancel stops it)")
+            return 130
+        _LOGGER.info("Interrupted: cancelling the job")
+        result.cancel()
+    except Exception as exc:  # noqa: BLE001 - whatever stopped the job, say so and give the counts
+        log_failure(exc)
+        failed = True
+    counts = summarize(result)
+    logger = logging.getLogger("pipeline")
+    logger.info(
+        "%s: %d records read, %d scored, %d scored 0.0 with an error, %d dead-lettered, %d captions truncated",
+        "Stopped by the failure above" if failed else "Done",
+        counts.get("read", 0),
+        counts.get("scored", 0),
+        counts.get("failed", 0),
+        counts.get("dead_lettered", 0),
+        counts.get("truncated", 0),
+    )
+    if "kept" in counts or "rejected" in counts:
+        logger.info("Filter: %d kept, %d rejected", counts.get("kept", 0), counts.get("rejected", 0))
+    for name in sorted(counts):
+        if name.startswith(("failed_", "dead_lettered_", "bigquery_")) or name == resume.PARTS_DONE:
+            logger.info("  %s: %d", name, counts[name])
+    return 1 if failed else 0
+
+
+def log_failure(exc: BaseException) -> None:
+    """The traceback, then one line that says what stopped the job (just before the counts)."""
+    _LOGGER.error("Traceback of the failure:", exc_info=exc)
+    _LOGGER.error("The job failed: %s: %s", type(exc).__name__, first_line(exc)[:500])

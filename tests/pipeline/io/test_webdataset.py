@@ -1,0 +1,291 @@
+"""WebDataset shards in img2dataset's layout: every sample comes out once, as a record or in a dead letter;
+a damaged shard loses only the samples it cuts; scores and embeddings are exact end to end."""
+
+import hashlib
+import io
+import json
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pipeline import run, summarize
+from pipeline.io.webdataset import SampleLayout, Unreadable, read_shard
+from tests.support.cli import run_job
+from tests.support.reference_longclip import reference_score
+from transforms.testing.captions import CAPTIONS
+from transforms.testing.datasets import img2dataset_sample, jpeg, write_shard
+
+
+def _read(path, **layout) -> tuple[list[dict], list[Unreadable]]:
+    data = path.read_bytes()
+    items = list(read_shard(io.BytesIO(data), len(data), str(path), SampleLayout(**layout)))
+    return [i for i in items if isinstance(i, dict)], [i for i in items if isinstance(i, Unreadable)]
+
+
+def test_members_group_into_samples_as_webdataset_groups_them(tmp_path, good_images):
+    jpg, png = good_images["rgb.jpg"].read_bytes(), good_images["rgb.png"].read_bytes()
+    members = [
+        ("a/", b""),  # a folder entry, as `tar -c` writes one
+        ("a/000001.jpg", jpg),
+        ("a/000001.json", b'{"n": 1, "text": "from the json", "url": "https://x/1.jpg"}'),
+        ("a/000001.txt", "caption one \N{CAT FACE}".encode()),
+        ("b/000001.png", png),  # same file name, other folder: another sample
+        ("b/000001.txt", b"caption b"),
+        ("000002.JPG", jpg),
+        ("000002.cls", b"3"),  # not read into the record
+        ("000002.txt", b"\xef\xbb\xbfwith a byte-order mark"),
+        ("000003.txt", b"no image"),
+        ("000004.jpg", jpg),  # no caption
+        ("000005.png", png),
+        ("000005.jpg", jpg),  # jpg comes before png among the image extensions
+        ("000005.txt", b"two images"),
+        ("000006.jpg", jpg),
+        ("000006.txt", b"first of two"),
+        ("000006.jpg", png),  # the same key again, adjacent: a second sample
+        ("000006.txt", b"second of two"),
+        ("000007.jpg", jpg),
+        ("000007.txt", b"seven"),
+        ("000008.jpg", jpg),
+        ("000008.txt", b"eight"),
+        ("000007.txt", b"seven again"),  # the same key again, not adjacent: a sample of its own
+        ("README", b"no extension: not a sample"),
+        ("._000009.jpg", b"a macOS resource fork: not a sample"),
+    ]
+    write_shard(tmp_path / "00000.tar", members)
+    samples, unreadable = _read(tmp_path / "00000.tar")
+    assert unreadable == []
+    keys = [s["__key__"] for s in samples]
+    assert keys == ["a/000001", "b/000001", "000002", "000003", "000004", "000005", "000006", "000006"] + [
+        "000007",
+        "000008",
+        "000007",
+    ]
+    by_key = {s["__key__"]: s for s in samples}
+    first = by_key["a/000001"]
+    assert first["text"] == "caption one \N{CAT FACE}" and first["n"] == 1 and first["url"] == "https://x/1.jpg"
+    assert first["image_path"] == {"bytes": jpg, "path": "a/000001.jpg"} and first["__url__"] == str(
+        tmp_path / "00000.tar"
+    )
+    assert by_key["b/000001"]["image_path"] == {"bytes": png, "path": "b/000001.png"}
+    assert by_key["000002"]["image_path"]["path"] == "000002.JPG" and "cls" not in by_key["000002"]
+    assert by_key["000002"]["text"] == "with a byte-order mark"
+    assert "image_path" not in by_key["000003"] and "text" not in by_key["000004"]
+    assert by_key["000005"]["image_path"]["path"] == "000005.jpg"
+    assert [(s["image_path"]["bytes"], s["text"]) for s in samples[6:8]] == [
+        (jpg, "first of two"),
+        (png, "second of two"),
+    ]
+    assert samples[-1] == {"__key__": "000007", "__url__": str(tmp_path / "00000.tar"), "text": "seven again"}
+
+    pngs_only, _ = _read(tmp_path / "00000.tar", image_extensions=("png",), image_key="img", text_key="caption")
+    assert pngs_only[5]["img"]["path"] == "000005.png" and "img" not in pngs_only[0]
+    assert pngs_only[0]["caption"] == "caption one \N{CAT FACE}"
+
+
+def test_unreadable_members_dead_letter_their_sample_only(tmp_path, good_images):
+    jpg = good_images["rgb.jpg"].read_bytes()
+    members = [("000001.jpg", jpg), ("000001.txt", b"\xff\xfe latin-1 caf\xe9")]
+    members += [("000002.jpg", jpg), ("000002.json", b"[1, 2]")]
+    members += [("000003.jpg", jpg), ("000003.json", b"{broken")]
+    members += [("000004.jpg", jpg), ("000004.json", b"")]
+    members += [("000005.jpg", jpg), ("000005.txt", b"fine")]
+    write_shard(tmp_path / "s.tar", members)
+    samples, unreadable = _read(tmp_path / "s.tar")
+    assert [s["__key__"] for s in samples] == ["000005"]
+    assert [(u.reason, u.where["__key__"]) for u in unreadable] == [
+        ("not_utf8", "000001"),
+        ("not_object", "000002"),
+        ("not_json", "000003"),
+        ("not_json", "000004"),
+    ]
+    assert unreadable[0].error.startswith("000001.txt: ") and unreadable[0].where["members"] == members_of(members, 1)
+
+
+def members_of(members, number):
+    return [name for name, _ in members if name.startswith(f"{number:06d}.")]
+
+
+def test_an_image_member_over_the_limit_is_read_only_far_enough_to_refuse_it(tmp_path, good_images):
+    large = good_images["large_1800x1200.jpg"].read_bytes()
+    write_shard(tmp_path / "s.tar", [("1.jpg", large), ("1.txt", b"big"), ("2.jpg", large[:50]), ("2.txt", b"x")])
+    samples, _ = _read(tmp_path / "s.tar", max_image_bytes=100)
+    assert [len(s["image_path"]["bytes"]) for s in samples] == [101, 50]
+
+
+def _six_samples(tmp_path, good_images):
+    members = []
+    for number in range(6):
+        members += img2dataset_sample(f"{number:06d}", good_images["rgb.jpg"].read_bytes(), f"caption {number}")
+    offsets = write_shard(tmp_path / "good.tar", members)
+    return (tmp_path / "good.tar").read_bytes(), offsets
+
+
+def _damage(data: bytes, offsets: dict, case: str) -> bytes:
+    if case == "cut inside a member":
+        return data[: offsets["000003.jpg"] + 512 + 100]
+    if case == "cut between members":
+        return data[: offsets["000003.txt"]]
+    if case == "no end-of-archive marker":
+        return data[: offsets["000005.txt"] + 2 * 512]  # the last member's header and its one block of data
+    if case in ("corrupt header inside a sample", "corrupt first header of a sample"):
+        damaged = bytearray(data)
+        at = offsets["000003.json" if case == "corrupt header inside a sample" else "000003.jpg"]
+        damaged[at : at + 16] = b"\x07" * 16
+        return bytes(damaged)
+    if case == "not a tar":
+        return b"this is a text file that was named .tar\n" * 40
+    return b""
+
+
+# What each damage keeps: the records read, the samples lost (dead-lettered), the dead letter's reason and range.
+DAMAGE = {
+    "cut inside a member": (["000000", "000001", "000002"], ["000003"], "tar_truncated", "000003.jpg"),
+    "cut between members": (["000000", "000001", "000002"], ["000003"], "tar_truncated", "000003.txt"),
+    "no end-of-archive marker": (["000000", "000001", "000002", "000003", "000004"], ["000005"], "tar_truncated", None),
+    "corrupt header inside a sample": (
+        ["000000", "000001", "000002", "000004", "000005"],
+        ["000003"],
+        "tar_corrupt",
+        "000003.json",
+    ),
+    # The sample being read when the damage starts may have lost members in it: it goes to the dead letter.
+    # The next sample's first member was the damaged one: it comes out without its image (image_missing).
+    "corrupt first header of a sample": (
+        ["000000", "000001", "000003", "000004", "000005"],
+        ["000002"],
+        "tar_corrupt",
+        "000003.jpg",
+    ),
+    "not a tar": ([], [], "tar_corrupt", None),
+    "empty file": ([], [], "tar_truncated", None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_a_damaged_shard_loses_only_the_samples_it_cuts_and_says_where(tmp_path, good_images, case):
+    data, offsets = _six_samples(tmp_path, good_images)
+    (tmp_path / "damaged.tar").write_bytes(_damage(data, offsets, case))
+    samples, unreadable = _read(tmp_path / "damaged.tar")
+    kept, lost, reason, damaged_member = DAMAGE[case]
+    assert [s["__key__"] for s in samples] == kept
+    assert all(s["text"] == f"caption {int(s['__key__'])}" for s in samples)
+    assert all(
+        "image_path" in s for s in samples if case != "corrupt first header of a sample" or s["__key__"] != "000003"
+    )
+    (entry,) = unreadable
+    assert entry.reason == reason and entry.where["__url__"] == str(tmp_path / "damaged.tar")
+    assert sorted({sample["__key__"] for sample in entry.where["lost"]}) == lost
+    if damaged_member:
+        assert entry.where["offset"] == offsets[damaged_member]
+    assert entry.where["end"] <= len((tmp_path / "damaged.tar").read_bytes())
+    assert str(entry.where["offset"]) in entry.error
+
+
+def _img2dataset_folder(root, image_paths):
+    """A directory of img2dataset output: 4 shards (one with nested folders and a repeated key), one of them
+    cut short and one with a damaged header, beside the Parquet and stats files img2dataset writes too.
+    Returns the images by name and the (shard, key) of every sample that can still be read or cut."""
+    images = {name: jpeg(path) for name, path in image_paths.items()}
+    names, captions = sorted(images), sorted(CAPTIONS)
+    shards, written = {}, []
+    for shard in range(4):
+        members = []
+        for index in range(5):
+            key = f"{shard:05d}{index:04d}"
+            if shard == 1 and index >= 3:
+                key = f"part/{key}"
+            image = None if (shard, index) == (0, 3) else images[names[(shard * 5 + index) % len(names)]]
+            caption = None if (shard, index) == (0, 4) else CAPTIONS[captions[(shard + index) % len(captions)]]
+            members += img2dataset_sample(key, image, caption)
+            written.append((f"{shard:05d}.tar", key))
+        if shard == 1:  # the same key twice in a row: two samples
+            members += img2dataset_sample(key, images[names[0]], "the same key again")
+            written.append((f"{shard:05d}.tar", key))
+        shards[shard] = members
+    offsets = {shard: write_shard(root / f"{shard:05d}.tar", members) for shard, members in shards.items()}
+    data = (root / "00002.tar").read_bytes()
+    (root / "00002.tar").write_bytes(data[: offsets[2]["000020003.jpg"] + 700])  # cut inside sample 3
+    written.remove(("00002.tar", "000020004"))  # wholly past the cut: gone without a trace
+    damaged = bytearray((root / "00003.tar").read_bytes())
+    at = offsets[3]["000030001.txt"]
+    damaged[at : at + 16] = b"\x00\x01" * 8  # sample 1 loses its caption's header
+    (root / "00003.tar").write_bytes(bytes(damaged))
+    (root / "00000.parquet").write_bytes(b"img2dataset's metadata, not a shard")
+    (root / "00000_stats.json").write_text("{}")
+    return images, written
+
+
+def test_img2dataset_shards_to_parquet_with_embeddings(tmp_path, longclip_checkpoint, longclip_state_dict, good_images):
+    root = tmp_path / "shards"
+    chosen = {name: good_images[name] for name in ("rgb.png", "grey.png", "cmyk.jpg", "rgb.jpg")}
+    images, written = _img2dataset_folder(root, chosen)
+    done = run_job(
+        *["--input", str(root / "*.tar"), "--output", str(tmp_path / "out" / "scored")],
+        *["--output_format", "parquet", "--embeddings", "--model", str(longclip_checkpoint), "--max_batch_size", "8"],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    files = sorted((tmp_path / "out").glob("scored-*-of-*.parquet"))
+    assert files, list((tmp_path / "out").iterdir())
+    table = pa.concat_tables(pq.read_table(path) for path in files)
+    assert table.schema.names == [
+        "image_path", "text", "__key__", "__url__", "record", "longclip_score", "longclip_score_reason",
+        "longclip_score_error", "longclip_score_truncated", "longclip_score_image_embedding",
+        "longclip_score_text_embedding",
+    ]  # fmt: skip
+    assert table.schema.field("longclip_score_image_embedding").type == pa.list_(pa.float32())
+    assert table.schema.field("longclip_score").type == pa.float64()
+    rows = table.to_pylist()
+    dead = [json.loads(line) for path in (tmp_path / "out").glob("scored.dead_letter-*.jsonl") for line in path.open()]
+
+    # Every sample written comes out once: a row, or a sample lost in a dead-letter entry about its shard.
+    out = Counter((row["__url__"].rsplit("/", 1)[-1], row["__key__"]) for row in rows)
+    for entry in dead:
+        where = json.loads(entry["raw"])
+        assert entry["source"] == where["__url__"] and str(where["offset"]) in entry["error"]
+        lost_keys = {lost["__key__"] for lost in where["lost"]}  # a sample cut in two is listed in two pieces
+        out.update((where["__url__"].rsplit("/", 1)[-1], key) for key in lost_keys)
+    assert out == Counter(written)
+    assert sorted(entry["reason"] for entry in dead) == ["tar_corrupt", "tar_truncated"]
+    assert f"Done: {len(rows) + len(dead)} records read" in done.stderr
+
+    by_key = {(row["__url__"].rsplit("/", 1)[-1], row["__key__"]): row for row in rows}
+    assert by_key[("00000.tar", "000000003")]["longclip_score_reason"] == "image_missing"
+    assert by_key[("00000.tar", "000000004")]["longclip_score_reason"] == "text_missing"
+    assert by_key[("00001.tar", "part/000010003")]["image_path"] == "part/000010003.jpg"
+    scored = [row for row in rows if row["longclip_score_reason"] is None]
+    assert len(scored) == len(rows) - 2 >= 15
+    worst = 0.0
+    for row in scored:
+        record = json.loads(row["record"])
+        assert record["image_path"] == row["image_path"] and record["__key__"] == row["__key__"]
+        assert record["status"] == "success" and "longclip_score" not in record, "the record is the input's"
+        image_bytes = next(data for data in images.values() if record["sha256"] == hashlib.sha256(data).hexdigest())
+        expected = reference_score(longclip_state_dict, io.BytesIO(image_bytes), row["text"])
+        worst = max(worst, abs(row["longclip_score"] - expected))
+        image = torch.tensor(row["longclip_score_image_embedding"], dtype=torch.float64)
+        text = torch.tensor(row["longclip_score_text_embedding"], dtype=torch.float64)
+        assert image.shape == text.shape == (32,)
+        assert abs(image.norm() - 1) < 1e-5 and abs(text.norm() - 1) < 1e-5
+        assert abs(min(max((image @ text + 1) / 2, 0.0), 1.0) - row["longclip_score"]) < 1e-6
+    assert worst < 1e-6, f"max |score - original LongCLIP| = {worst}"
+    failed = [row for row in rows if row["longclip_score_reason"]]
+    assert all(row["longclip_score_image_embedding"] is None and row["longclip_score"] == 0.0 for row in failed)
+
+
+def test_shards_on_gcs_to_jsonl(gcs_bucket, tmp_path, longclip_checkpoint, good_images):
+    """Shards read through Beam's gs:// FileSystem (a real GCS emulator); JSONL output keeps the member name."""
+    members = []
+    for index, name in enumerate(("rgb.jpg", "grey.png", "rgb.png")):
+        members += img2dataset_sample(f"00000{index:04d}", jpeg(good_images[name]), CAPTIONS["short"])
+    write_shard(tmp_path / "00000.tar", members)
+    gcs_bucket.blob("wds/00000.tar").upload_from_filename(tmp_path / "00000.tar")
+    argv = ["--input", "gs://longclip-test-bucket/wds/*.tar", "--output", str(tmp_path / "out" / "scored")]
+    counts = summarize(run(argv + ["--model", str(longclip_checkpoint)]))
+    assert (counts["read"], counts["scored"]) == (3, 3)
+    rows = [json.loads(line) for path in (tmp_path / "out").glob("scored-*.jsonl") for line in path.open()]
+    assert sorted(row["image_path"] for row in rows) == ["000000000.jpg", "000000001.jpg", "000000002.jpg"]
+    assert {row["__url__"] for row in rows} == {"gs://longclip-test-bucket/wds/00000.tar"}
+    assert all(row["caption"] == row["text"] == CAPTIONS["short"] and 0 < row["longclip_score"] < 1 for row in rows)
