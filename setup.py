@@ -13,6 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["transforms", "transforms.*", "pipeline", "pipeline.*"]),
+    package_data={"transforms.testing": ["*.json"]},
     # Every package the code imports directly (requirements.txt pins the versions tested).
     install_requires=[
         "apache-beam[gcp]>=2.77.0,<3",
