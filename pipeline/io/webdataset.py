@@ -4,20 +4,29 @@ A shard holds each sample as consecutive members named `<key>.<extension>`, the 
 path up to the first dot of its file name (`part/000001.jpg` -> `part/000001`). One record per sample:
 its image member (the first of `image_extensions` present) as a Hugging Face image struct
 `{"bytes": ..., "path": <member name>}`, `.txt` as the caption, the fields of `.json` merged in, and
-`__key__` and `__url__` (the shard). Other members are skipped. A member whose extension the sample
-already has starts a new sample with the same key, so no member is dropped unseen.
+`__key__` and `__url__` (the shard). Other members are skipped, and so are folders, names without an
+extension and macOS `._` files; a member with an extension but no key (`.jpg`, `dir/.txt`) is listed in a
+dead letter (`tar_member_without_key`). A member whose extension the sample already has starts a new sample
+with the same key, so no member is dropped unseen. Name bytes that are not UTF-8 are kept as `\\xNN` escapes.
 
-A shard that cannot be read to the end loses only what cannot be read: every sample before a damaged
-part is kept, reading resumes at the next readable header after it, and the unreadable bytes (with the
-sample they cut, on both sides) become one dead-letter entry naming the shard, the byte offsets and the
-reason. Nothing is unpacked to disk; member data is read only for the members a record uses.
+The tar headers are read by `pipeline.io.tar`, which trusts none of them (see there). A shard that cannot be
+read to the end loses only what cannot be read: every sample before a damaged part is kept, reading resumes
+at the next valid header after it, and the unreadable bytes become one dead-letter entry naming the shard,
+the byte offsets, the reason and the samples they cut (key and the members read), on both sides: the sample
+being read when the damage starts, and the first sample after it when it has that sample's key or the
+damaged header's name could not be read (it may have been that sample's first member). Every sample comes
+out once, as a record or listed in a dead letter; a sample wholly inside a damaged part cannot be named, but
+the bytes it was in are. Archives joined with `cat` (a tar writer's end-of-archive marker, padded to a
+record, then another archive) are read on as one shard. A GNU sparse member is stepped over; a sample whose
+record would use one is dead-lettered (`tar_sparse_member`), as its stored bytes are not the file. A
+compressed shard named `.tar` is reported as such (`tar_compressed`), not read. Nothing is unpacked to disk;
+member data is read, straight from the stream, only for the members a record uses.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
-import tarfile
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator, NamedTuple, Optional, Sequence, Union
 
@@ -27,15 +36,13 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipeline.io import records
+from pipeline.io import records, tar
 from pipeline.io.formats import DEFAULT_IMAGE_EXTENSIONS
+from pipeline.io.tar import TAR_COMPRESSED, TAR_CORRUPT, TAR_TRUNCATED  # noqa: F401  (reasons of this reader)
 from transforms.settings import ImageSettings, RecordFields
 
-TAR_CORRUPT = "tar_corrupt"
-TAR_TRUNCATED = "tar_truncated"
-
-_BLOCK = tarfile.BLOCKSIZE
-_SCAN_CHUNK = 128 * _BLOCK
+TAR_SPARSE_MEMBER = "tar_sparse_member"
+TAR_MEMBER_WITHOUT_KEY = "tar_member_without_key"
 
 
 @dataclass(frozen=True)
@@ -55,15 +62,7 @@ class _Member(NamedTuple):
     name: str
     offset: int
     data: Optional[bytes]  # None for the members no record uses
-
-
-class _Damage(NamedTuple):
-    """Bytes `[start, end)` of the shard that cannot be read as tar members."""
-
-    start: int
-    end: int
-    reason: str
-    message: str
+    sparse: bool = False
 
 
 @dataclass
@@ -72,6 +71,7 @@ class _Sample:
     offset: int
     names: list[str] = field(default_factory=list)
     data: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # extension -> (member name, data)
+    sparse: dict[str, str] = field(default_factory=dict)  # extension -> name of a sparse member
     extensions: set[str] = field(default_factory=set)
     cut: bool = False  # its first members were lost to damage: it goes with that damage to the dead letter
 
@@ -80,6 +80,8 @@ class _Sample:
         self.extensions.add(member.extension)
         if member.data is not None:
             self.data[member.extension] = (member.name, member.data)
+        elif member.sparse:
+            self.sparse[member.extension] = member.name
 
 
 class Unreadable(NamedTuple):
@@ -97,7 +99,7 @@ def read_shard(stream: BinaryIO, size: int, url: str, layout: SampleLayout) -> I
     skipped by looking for the next valid header.
     """
     samples = _SampleGrouper(url, layout)
-    for item in _members(stream, size, layout):
+    for item in _members(stream, size, url, layout):
         yield from samples.add(item)
     yield from samples.finish()
 
@@ -109,12 +111,14 @@ class _SampleGrouper:
         self._url = url
         self._layout = layout
         self._sample: Optional[_Sample] = None
-        self._damage: Optional[_Damage] = None
+        self._damage: Optional[tar.Damage] = None
         self._lost: list[_Sample] = []
-        self._cut_key: Optional[str] = None
+        self._cut_key: Optional[str] = None  # the next sample is cut if it has this key (any key: "")
 
-    def add(self, item: Union[_Member, _Damage]) -> Iterator[Union[dict, Unreadable]]:
-        if isinstance(item, _Damage):
+    def add(self, item: Union[_Member, tar.Damage, tar.NextArchive, Unreadable]) -> Iterator[Union[dict, Unreadable]]:
+        if isinstance(item, _Member):
+            yield from self._add_member(item)
+        elif isinstance(item, tar.Damage):
             # The sample being read is cut: it is lost to the open damage if it continues one, else to this one.
             sample, self._sample = self._sample, None
             cut_key = self._cut_key if sample is None else sample.key
@@ -122,17 +126,23 @@ class _SampleGrouper:
                 self._lost.append(sample)
             if self._damage is not None:
                 yield self._damage_entry()
-            self._damage, self._cut_key = item, cut_key
-            return
+            # A damaged header whose name is unknown may have been the first member of the next sample.
+            self._damage, self._cut_key = item, "" if item.member is None else cut_key
+        elif isinstance(item, tar.NextArchive):
+            yield from self.finish()
+        else:
+            yield item
+
+    def _add_member(self, member: _Member) -> Iterator[Union[dict, Unreadable]]:
         sample = self._sample
-        if sample is None or item.key != sample.key or item.extension in sample.extensions:
+        if sample is None or member.key != sample.key or member.extension in sample.extensions:
             yield from self._close()
-            sample = self._sample = _Sample(item.key, item.offset)
+            sample = self._sample = _Sample(member.key, member.offset)
             if self._damage is not None:
-                sample.cut = item.key == self._cut_key
+                sample.cut = self._cut_key in ("", member.key)
                 if not sample.cut:
                     yield self._damage_entry()
-        sample.add(item)
+        sample.add(member)
 
     def finish(self) -> Iterator[Union[dict, Unreadable]]:
         yield from self._close()
@@ -163,6 +173,11 @@ class _SampleGrouper:
         layout = self._layout
         where = {"__url__": self._url, "__key__": sample.key, "offset": sample.offset, "members": sample.names}
         record: dict = {}
+        image = next((ext.lower() for ext in layout.image_extensions if ext.lower() in sample.extensions), None)
+        sparse = [sample.sparse[ext] for ext in (image, "txt", "json") if ext in sample.sparse]
+        if sparse:
+            message = f"{sparse[0]} is a GNU sparse file: its stored bytes are not its content, and are not expanded"
+            return Unreadable(TAR_SPARSE_MEMBER, message, where)
         if "json" in sample.data:
             name, data = sample.data["json"]
             try:
@@ -178,110 +193,61 @@ class _SampleGrouper:
                 record[layout.text_key] = data.decode("utf-8").removeprefix("\ufeff")
             except UnicodeDecodeError as exc:
                 return Unreadable(records.NOT_UTF8, f"{name}: {exc}", where)
-        image = next((ext.lower() for ext in layout.image_extensions if ext.lower() in sample.data), None)
-        if image is not None:
+        if image in sample.data:
             name, data = sample.data[image]
             record[layout.image_key] = {"bytes": data, "path": name}
         return record
 
 
-def _members(stream: BinaryIO, size: int, layout: SampleLayout) -> Iterator[Union[_Member, _Damage]]:
-    """Every member from the start, and a `_Damage` for each part that cannot be read; resumes after each."""
-    start: Optional[int] = 0
-    while start is not None:
-        start = yield from _members_from(stream, size, start, layout)
-
-
-def _members_from(stream: BinaryIO, size: int, start: int, layout: SampleLayout):
-    """Reads members from header offset `start`; returns where to resume after damage, or None at the end."""
+def _members(stream: BinaryIO, size: int, url: str, layout: SampleLayout) -> Iterator:
+    """Every member from the start as a `_Member`, with the walk's `tar.Damage` and `tar.NextArchive` items, and
+    an `Unreadable` for each member that has no key."""
     images = {extension.lower() for extension in layout.image_extensions}
     wanted = images | {"txt", "json"}
-    stream.seek(start)
-    header = start  # the header being read
-    member = None  # the member whose data is being read
-    try:
-        tar = tarfile.open(fileobj=stream, mode="r:")
-        while (member := tar.next()) is not None:
-            if member.offset_data + member.size > size:
-                raise tarfile.ReadError("unexpected end of data")
-            key, extension = _split_name(member.name)
+    for item in tar.entries(stream, size):
+        if isinstance(item, tar.Entry):
+            if item.is_folder:
+                continue
+            key, extension = _split_name(item.name)
+            if key is None:
+                if extension:
+                    yield _without_key(item, url)
+                continue
             data = None
-            if member.isfile() and extension in wanted:
-                limit = min(member.size, layout.max_image_bytes + 1) if extension in images else member.size
-                data = _member_data(tar, stream, member, limit)
-            if key is not None:
-                yield _Member(key, extension, member.name, member.offset, data)
-            header, member = tar.offset, None
-    except (tarfile.TarError, EOFError) as exc:
-        if member is None:
-            return (yield from _damaged(stream, size, header, f"cannot read the header at byte {header}: {exc}"))
-        key, extension = _split_name(member.name)
-        if key is not None:  # its header was read: the sample it belongs to is the one cut
-            yield _Member(key, extension, member.name, member.offset, None)
-        if member.offset_data + member.size > size:
-            yield _Damage(member.offset, size, TAR_TRUNCATED, _truncated(size, f"inside member {member.name}"))
-            return None
-        return (yield from _damaged(stream, size, header, f"cannot read member {member.name}: {exc}"))
-    stream.seek(header)
-    block = stream.read(_BLOCK)
-    if len(block) == _BLOCK and not any(block):
-        return None  # the end-of-archive marker
-    return (yield from _damaged(stream, size, header, f"invalid header at byte {header}"))
+            if extension in wanted and item.is_file and not item.sparse:
+                limit = min(item.size, layout.max_image_bytes + 1) if extension in images else item.size
+                stream.seek(item.data)
+                data = stream.read(limit)
+                if len(data) < limit:  # the stream holds less than its size said
+                    yield _Member(key, extension, item.name, item.offset, None)
+                    message = f"the shard was cut short: it ends inside member {item.name}"
+                    yield tar.Damage(item.offset, size, TAR_TRUNCATED, message, item.name)
+                    return
+            yield _Member(key, extension, item.name, item.offset, data, item.sparse)
+        elif isinstance(item, tar.Damage) and item.member is not None:
+            key, extension = _split_name(item.member)
+            if key is not None:  # its header was read: the sample it belongs to is the one cut
+                yield _Member(key, extension, item.member, item.start, None)
+            yield item
+        else:
+            yield item
 
 
-def _member_data(tar: tarfile.TarFile, stream: BinaryIO, member: tarfile.TarInfo, limit: int) -> bytes:
-    """The first `limit` bytes of a member: read straight from the stream (tarfile's own file object reads in
-    small pieces, ten times slower), except for sparse members, whose data is not stored in one piece."""
-    if member.issparse():
-        return tar.extractfile(member).read(limit)
-    stream.seek(member.offset_data)
-    data = stream.read(limit)
-    if len(data) < limit:
-        raise tarfile.ReadError("unexpected end of data")
-    return data
-
-
-def _damaged(stream: BinaryIO, size: int, position: int, message: str):
-    """Damage from `position` to the next valid header (where reading resumes), or to the end of the shard."""
-    if position + _BLOCK > size:
-        yield _Damage(position, size, TAR_TRUNCATED, _truncated(size, "without its end-of-archive marker"))
-        return None
-    resume = _next_header(stream, position + _BLOCK, size)
-    end = size if resume is None else resume
-    yield _Damage(position, end, TAR_CORRUPT, message + ("" if resume is None else f"; resumed at byte {resume}"))
-    return resume
-
-
-def _truncated(size: int, where: str) -> str:
-    return f"the shard ends at byte {size}, {where}: it was cut short"
-
-
-def _next_header(stream: BinaryIO, position: int, size: int) -> Optional[int]:
-    """The offset of the first block at or after `position` that is a valid tar header, if any."""
-    while position + _BLOCK <= size:
-        stream.seek(position)
-        chunk = stream.read(min(_SCAN_CHUNK, (size - position) // _BLOCK * _BLOCK))
-        if not chunk:
-            return None
-        for offset in range(0, len(chunk) - _BLOCK + 1, _BLOCK):
-            block = chunk[offset : offset + _BLOCK]
-            if not any(block):
-                continue
-            try:
-                tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
-            except tarfile.HeaderError:
-                continue
-            return position + offset
-        position += len(chunk)
-    return None
+def _without_key(entry: tar.Entry, url: str) -> Unreadable:
+    message = f"member {entry.name} at byte {entry.offset} has no key (nothing before the first dot of its file"
+    message += " name): it belongs to no sample"
+    return Unreadable(
+        TAR_MEMBER_WITHOUT_KEY, message, {"__url__": url, "offset": entry.offset, "members": [entry.name]}
+    )
 
 
 def _split_name(name: str) -> tuple[Optional[str], str]:
-    """`part/000001.seg.png` -> (`part/000001`, `seg.png`); (None, "") for a name without an extension."""
+    """`part/000001.seg.png` -> (`part/000001`, `seg.png`); (None, extension) for a name without a key (`.jpg`),
+    (None, "") for one that is no sample's member: without an extension, or a macOS `._` file."""
     folder, base = posixpath.split(name)
     stem, dot, extension = base.partition(".")
     if not stem or not dot:
-        return None, ""
+        return None, "" if not dot or base.startswith("._") else extension.lower()
     return posixpath.join(folder, stem) if folder else stem, extension.lower()
 
 

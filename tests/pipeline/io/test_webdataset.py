@@ -1,9 +1,16 @@
 """WebDataset shards in img2dataset's layout: every sample comes out once, as a record or in a dead letter;
 a damaged shard loses only the samples it cuts; scores and embeddings are exact end to end."""
 
+import bz2
+import gzip
 import hashlib
 import io
+import itertools
 import json
+import lzma
+import shutil
+import subprocess
+import time
 from collections import Counter
 
 import pyarrow as pa
@@ -16,7 +23,20 @@ from pipeline.io.webdataset import SampleLayout, Unreadable, read_shard
 from tests.support.cli import run_job
 from tests.support.reference_longclip import reference_score
 from transforms.testing.captions import CAPTIONS
-from transforms.testing.datasets import img2dataset_sample, jpeg, write_shard
+from transforms.testing.datasets import (
+    BLOCK,
+    MEMBER_STYLES,
+    SPARSE_HOLE,
+    img2dataset_sample,
+    jpeg,
+    pad,
+    pax_records,
+    raw_header,
+    set_size,
+    shard_bytes,
+    with_checksum,
+    write_shard,
+)
 
 
 def _read(path, **layout) -> tuple[list[dict], list[Unreadable]]:
@@ -151,11 +171,10 @@ DAMAGE = {
         "tar_corrupt",
         "000003.json",
     ),
-    # The sample being read when the damage starts may have lost members in it: it goes to the dead letter.
-    # The next sample's first member was the damaged one: it comes out without its image (image_missing).
+    # The damaged header could have been a member of the sample before it or of the one after it: both are cut.
     "corrupt first header of a sample": (
-        ["000000", "000001", "000003", "000004", "000005"],
-        ["000002"],
+        ["000000", "000001", "000004", "000005"],
+        ["000002", "000003"],
         "tar_corrupt",
         "000003.jpg",
     ),
@@ -172,9 +191,7 @@ def test_a_damaged_shard_loses_only_the_samples_it_cuts_and_says_where(tmp_path,
     kept, lost, reason, damaged_member = DAMAGE[case]
     assert [s["__key__"] for s in samples] == kept
     assert all(s["text"] == f"caption {int(s['__key__'])}" for s in samples)
-    assert all(
-        "image_path" in s for s in samples if case != "corrupt first header of a sample" or s["__key__"] != "000003"
-    )
+    assert all("image_path" in s for s in samples)
     (entry,) = unreadable
     assert entry.reason == reason and entry.where["__url__"] == str(tmp_path / "damaged.tar")
     assert sorted({sample["__key__"] for sample in entry.where["lost"]}) == lost
@@ -184,9 +201,248 @@ def test_a_damaged_shard_loses_only_the_samples_it_cuts_and_says_where(tmp_path,
     assert str(entry.where["offset"]) in entry.error
 
 
+# Shards crafted byte by byte: every sample comes out once, as a record or listed in a dead letter, whatever the
+# headers say; nothing is invented; reading always ends.
+def _samples(count: int, styles=("ustar",), prefix: str = "") -> list:
+    """`count` small samples (a jpg-named and a txt member each, unique bytes), written in the given styles."""
+    members = []
+    for number in range(count):
+        key, style = f"{prefix}{number:06d}", styles[number % len(styles)]
+        members += [
+            (f"{key}.jpg", f"image {key} ".encode() * (20 + number), style),
+            (f"{key}.txt", key.encode(), style),
+        ]
+    return members
+
+
+def _read_bytes(data: bytes, limit: int = 10_000, **layout) -> tuple[list[dict], list[Unreadable]]:
+    started = time.monotonic()
+    items = list(itertools.islice(read_shard(io.BytesIO(data), len(data), "s.tar", SampleLayout(**layout)), limit))
+    assert len(items) < limit and time.monotonic() - started < 10, "the reader does not stop"
+    return [i for i in items if isinstance(i, dict)], [i for i in items if isinstance(i, Unreadable)]
+
+
+def _lost(unreadable: list[Unreadable]) -> list[str]:
+    return [lost["__key__"] for entry in unreadable for lost in entry.where.get("lost", [])]
+
+
+def _accounts_for(samples, unreadable, members, keys=None) -> None:
+    """Each sample of `members` (those of `keys`, if given) is a record with its bytes or lost in a dead letter."""
+    data = {name: content for name, content, *_ in members}
+    keys = keys if keys is not None else list(dict.fromkeys(name.split(".")[0] for name in data))
+    out = Counter(s["__key__"] for s in samples) + Counter(_lost(unreadable))
+    assert all(out[key] >= 1 for key in keys), [key for key in keys if not out[key]]
+    for record in samples:
+        key = record["__key__"]
+        assert record["image_path"]["bytes"] == data[f"{key}.jpg"] and record["text"] == data[f"{key}.txt"].decode()
+    assert len({s["__key__"] for s in samples}) == len(samples), "a sample came out twice"
+
+
+def test_a_negative_member_size_is_damage_not_a_loop(tmp_path):
+    """GNU base-256 sizes can be negative; Python 3.11.7's tarfile then reads the same header forever."""
+    members = _samples(4)
+    data, spans = shard_bytes(members)
+    header = spans[3].header  # 000001.txt
+    samples, unreadable = _read_bytes(set_size(data, header, -512))
+    assert [s["__key__"] for s in samples] == ["000000", "000002", "000003"]
+    (entry,) = unreadable
+    assert entry.reason == "tar_corrupt" and entry.where["offset"] == header and "negative" in entry.error
+    assert entry.where["lost"] == [{"__key__": "000001", "members": ["000001.jpg", "000001.txt"]}]
+
+
+@pytest.mark.parametrize("typeflag", [b"L", b"K", b"x", b"g"])
+def test_a_header_declaring_64_gib_of_names_or_pax_records_is_damage(tmp_path, typeflag):
+    """A GNU long-name or PAX header declaring 64 GiB made tarfile allocate it (MemoryError: the job failed)."""
+    members = _samples(4)
+    data, spans = shard_bytes(members)
+    at = spans[4].start  # before 000002.jpg
+    crafted = raw_header("././@LongLink", 64 << 30, typeflag)
+    (tmp_path / "s.tar").write_bytes(data[:at] + crafted + data[at:])
+    with open(tmp_path / "s.tar", "rb") as stream:  # a real file: tarfile reads it with one 64 GiB read
+        items = list(itertools.islice(read_shard(stream, len(data) + BLOCK, "s.tar", SampleLayout()), 100))
+    samples = [i for i in items if isinstance(i, dict)]
+    unreadable = [i for i in items if isinstance(i, Unreadable)]
+    _accounts_for(samples, unreadable, members)
+    (entry,) = unreadable
+    assert entry.reason == "tar_corrupt" and entry.where["offset"] == at and str(64 << 30) in entry.error
+
+
+# What each crafted header before sample 000002 is, and how many samples are then still known: a valid header
+# declaring more data than the file holds makes all after it that member's data, cut short.
+CRAFTED_HEADERS = {
+    "pax size negative": ("x", pax_records({"size": -10}), 4),
+    "pax size huge": ("x", pax_records({"size": "9" * 40}), 3),
+    "pax size not a number": ("x", pax_records({"size": "0x10"}), 4),
+    "pax record of length 0": ("x", b"0 path=a\n", 4),
+    "pax record longer than the header": ("x", b"999 path=000002.jpg\n", 4),
+    "pax record length not a number": ("x", b"1e3 path=000002.jpg\n", 4),
+    "pax records then zeros": ("x", pax_records({"path": "000002.jpg"}) + bytes(20), 4),
+    "pax sparse map past the end": ("x", pax_records({"GNU.sparse.major": 1, "GNU.sparse.minor": 0, "size": 10**6}), 3),
+    "base-256 size over 2**80": ("size", (1 << 87) + 5, 3),
+    "base-256 size negative, one block": ("size", -1, 4),
+    "GNU sparse header whose extension runs past the end": ("S", None, 3),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED_HEADERS))
+def test_crafted_headers_never_escape_the_reader(case):
+    """Mutated headers raised OverflowError and ValueError out of tarfile and the reader, failing the job."""
+    members = _samples(4)
+    data, spans = shard_bytes(members)
+    kind, value, known = CRAFTED_HEADERS[case]
+    at = spans[4].start
+    if kind == "x":
+        data = data[:at] + raw_header("PaxHeader", len(value), b"x") + pad(value) + data[at:]
+    elif kind == "size":
+        data = set_size(data, at, value)
+    else:  # an old GNU sparse header with the "extended" flag set in each of the blocks after it, to the end
+        block = bytearray(raw_header("000002.jpg", 0, b"S", checksum=False))
+        block[482] = 1
+        data = data[:at] + bytes(with_checksum(block)) + b"\x01" * 512 * 3
+    samples, unreadable = _read_bytes(data)
+    _accounts_for(samples, unreadable, members, keys=[f"{n:06d}" for n in range(known)])
+    assert unreadable and all(entry.reason.startswith("tar_") for entry in unreadable)
+    assert not {s["__key__"] for s in samples} - {f"{n:06d}" for n in range(4)}
+
+
+ZEROS = {
+    # a header zeroed in the middle of a sample: the sample is cut, the rest is read
+    "one zeroed header": (8, lambda data, spans: _zero(data, spans[7].header, BLOCK)),
+    "a 64 KiB hole": (40, lambda data, spans: _zero(data, spans[21].data + 100, 64 << 10)),
+    "zeros to the end (a copy stopped in a preallocated file)": (
+        40,
+        lambda data, spans: _zero(data, spans[35].data + 7, len(data)),
+    ),
+    "an end-of-archive marker without its padding, then more members": (
+        6,
+        lambda data, spans: data[: spans[6].start] + bytes(2 * BLOCK) + data[spans[6].start :],
+    ),
+}
+
+
+def _zero(data: bytes, start: int, length: int) -> bytes:
+    return data[:start] + bytes(len(data[start : start + length])) + data[start + length :]
+
+
+@pytest.mark.parametrize("case", sorted(ZEROS))
+def test_zero_blocks_in_the_middle_of_a_shard_are_damage_not_its_end(case):
+    """A zero block ended the shard silently (8 samples in, 3 out; a 64 KiB hole: 40 in, 21 out). The real
+    end is a zero block followed by zeros only (one record of padding at most); anything else is damage."""
+    count, damage = ZEROS[case]
+    members = _samples(count)
+    original, spans = shard_bytes(members)
+    data = damage(original, spans)
+    samples, unreadable = _read_bytes(data)
+    intact = [
+        span.name.split(".")[0]
+        for span in spans
+        if data[span.start : span.end] == original[span.start : span.end]
+        or data.find(original[span.start : span.end]) >= 0
+    ]
+    _accounts_for(samples, unreadable, members, keys=[k for k in dict.fromkeys(intact) if intact.count(k) == 2])
+    assert unreadable, "the damage is reported"
+    assert len(samples) + len(set(_lost(unreadable))) >= len(set(intact)) // 2
+
+
+def test_tars_joined_with_cat_are_read_as_one_shard(tmp_path):
+    """`cat a.tar b.tar`: the first archive's end-of-archive marker (padded to a record, as tar writers do),
+    then the second archive; read on, as GNU tar's --ignore-zeros does."""
+    first, second = _samples(3), _samples(3, prefix="b")
+    data = shard_bytes(first)[0] + shard_bytes(second)[0]
+    samples, unreadable = _read_bytes(data)
+    assert unreadable == []
+    assert [s["__key__"] for s in samples] == [f"{n:06d}" for n in range(3)] + [f"b{n:06d}" for n in range(3)]
+    _accounts_for(samples, unreadable, first + second)
+
+
+SPARSE_STYLES = [style for style in MEMBER_STYLES if style.startswith("sparse")]
+
+
+@pytest.mark.parametrize("style", SPARSE_STYLES)
+def test_gnu_sparse_members_are_stepped_over_by_their_stored_size(style):
+    """A valid sparse member was reported tar_truncated and the samples after it were lost, unlisted."""
+    members = _samples(6)
+    members.insert(3, ("000001.cls", b"class " * 300, style))  # not read into the record
+    members[7] = ("000003.jpg", members[7][1], style)  # the record's image: not expanded, reported
+    data, spans = shard_bytes(members)
+    samples, unreadable = _read_bytes(data)
+    assert [s["__key__"] for s in samples] == ["000000", "000001", "000002", "000004", "000005"]
+    (entry,) = unreadable
+    assert entry.reason == "tar_sparse_member" and entry.where["__key__"] == "000003"
+    assert "000003.jpg" in entry.error and entry.where["members"] == ["000003.jpg", "000003.txt"]
+
+
+@pytest.mark.skipif(not shutil.which("tar"), reason="GNU tar is not installed")
+@pytest.mark.parametrize("style", SPARSE_STYLES)
+def test_crafted_sparse_members_are_what_gnu_tar_writes(tmp_path, style):
+    """The shard writer's sparse members read back with GNU tar as the files they stand for."""
+    if "GNU tar" not in subprocess.run(["tar", "--version"], capture_output=True, text=True).stdout:
+        pytest.skip("tar is not GNU tar")
+    content = bytes(range(1, 256)) * 9
+    (tmp_path / "s.tar").write_bytes(shard_bytes([("a.cls", content, style), ("b.txt", b"after")])[0])
+    subprocess.run(["tar", "-xf", "s.tar"], cwd=tmp_path, check=True)
+    half = len(content) // 2 // BLOCK * BLOCK
+    expanded = content[:half] + bytes(SPARSE_HOLE) + content[half:] + bytes(BLOCK)
+    assert (tmp_path / "a.cls").read_bytes() == expanded and (tmp_path / "b.txt").read_bytes() == b"after"
+
+
+def test_a_tar_stored_in_a_member_is_never_read_as_samples():
+    """After a damaged header, reading resumed inside that member's data: the tar stored there came out as
+    records that never existed, and its end-of-archive marker ended the shard."""
+    inner, _ = shard_bytes(_samples(3, prefix="inner"))
+    members = _samples(5)
+    members.insert(3, ("000001.tar", inner))
+    data, spans = shard_bytes(members)
+    damaged = bytearray(data)
+    damaged[spans[3].header + 1] ^= 0x40  # a bit of the member's name flipped: its checksum fails
+    samples, unreadable = _read_bytes(bytes(damaged))
+    keys = {s["__key__"] for s in samples} | set(_lost(unreadable))
+    assert not any("inner" in key for key in keys), keys
+    _accounts_for(samples, unreadable, members)
+    assert [s["__key__"] for s in samples][-2:] == ["000003", "000004"]
+
+
+COMPRESSIONS = {
+    "gzip": gzip.compress,
+    "bzip2": bz2.compress,
+    "xz": lzma.compress,
+    "zstd": lambda data: b"\x28\xb5\x2f\xfd" + data,  # the magic number is all the reader looks at
+}
+
+
+@pytest.mark.parametrize("compression", sorted(COMPRESSIONS))
+def test_a_compressed_shard_named_tar_says_it_is_compressed(compression):
+    data, _ = shard_bytes(_samples(2))
+    samples, unreadable = _read_bytes(COMPRESSIONS[compression](data))
+    (entry,) = unreadable
+    assert samples == [] and entry.reason == "tar_compressed" and compression in entry.error
+
+
+def test_members_without_a_key_are_listed_in_the_dead_letter():
+    """`.jpg` and `dir/.txt` have no key (nothing before the first dot): they were dropped without a trace."""
+    members = _samples(2)
+    members[2:2] = [(".jpg", b"no stem"), ("dir/.txt", b"no stem either")]
+    samples, unreadable = _read_bytes(shard_bytes(members)[0])
+    assert [s["__key__"] for s in samples] == ["000000", "000001"]
+    assert [(u.reason, u.where["members"]) for u in unreadable] == [
+        ("tar_member_without_key", [".jpg"]),
+        ("tar_member_without_key", ["dir/.txt"]),
+    ]
+
+
+def test_member_names_that_are_not_utf8_keep_their_bytes_as_escapes():
+    """Keys are text in every output: bytes that are not UTF-8 are written as `\\xNN` escapes."""
+    members = [("caf\udce9.jpg", b"image"), ("caf\udce9.txt", b"caption"), ("\udcff.jpg", b"cut")]
+    data, spans = shard_bytes(members)
+    samples, unreadable = _read_bytes(data[: spans[2].data])
+    assert [s["__key__"] for s in samples] == ["caf\\xe9"] and _lost(unreadable) == ["\\xff"]
+    json.dumps([samples[0]["__key__"], unreadable[0].where], ensure_ascii=False).encode("utf-8")
+
+
 def _img2dataset_folder(root, image_paths):
-    """A directory of img2dataset output: 4 shards (one with nested folders and a repeated key), one of them
-    cut short and one with a damaged header, beside the Parquet and stats files img2dataset writes too.
+    """A directory of img2dataset output: 5 shards (one with nested folders and a repeated key), one of them
+    cut short, one with a damaged header and one with a header declaring a 64 GiB long name (which made tarfile
+    fail the job), beside the Parquet and stats files img2dataset writes too.
     Returns the images by name and the (shard, key) of every sample that can still be read or cut."""
     images = {name: jpeg(path) for name, path in image_paths.items()}
     names, captions = sorted(images), sorted(CAPTIONS)
@@ -213,6 +469,13 @@ def _img2dataset_folder(root, image_paths):
     at = offsets[3]["000030001.txt"]
     damaged[at : at + 16] = b"\x00\x01" * 8  # sample 1 loses its caption's header
     (root / "00003.tar").write_bytes(bytes(damaged))
+    members = []
+    for index in range(3):
+        members += img2dataset_sample(f"0000400{index:02d}", images[names[index]], CAPTIONS[captions[index]])
+        written.append(("00004.tar", f"0000400{index:02d}"))
+    data, spans = shard_bytes(members)
+    at = spans[3].start  # sample 1's first member
+    (root / "00004.tar").write_bytes(data[:at] + raw_header("././@LongLink", 64 << 30, b"L") + data[at:])
     (root / "00000.parquet").write_bytes(b"img2dataset's metadata, not a shard")
     (root / "00000_stats.json").write_text("{}")
     return images, written
@@ -248,7 +511,7 @@ def test_img2dataset_shards_to_parquet_with_embeddings(tmp_path, longclip_checkp
         lost_keys = {lost["__key__"] for lost in where["lost"]}  # a sample cut in two is listed in two pieces
         out.update((where["__url__"].rsplit("/", 1)[-1], key) for key in lost_keys)
     assert out == Counter(written)
-    assert sorted(entry["reason"] for entry in dead) == ["tar_corrupt", "tar_truncated"]
+    assert sorted(entry["reason"] for entry in dead) == ["tar_corrupt", "tar_corrupt", "tar_truncated"]
     assert f"Done: {len(rows) + len(dead)} records read" in done.stderr
 
     by_key = {(row["__url__"].rsplit("/", 1)[-1], row["__key__"]): row for row in rows}
