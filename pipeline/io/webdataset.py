@@ -43,6 +43,8 @@ from transforms.settings import ImageSettings, RecordFields
 
 TAR_SPARSE_MEMBER = "tar_sparse_member"
 TAR_MEMBER_WITHOUT_KEY = "tar_member_without_key"
+# With SampleLayout(with_offsets=True), each record's sample: the byte offset of its first member's first header.
+OFFSET_KEY = "__offset__"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class SampleLayout:
     image_extensions: Sequence[str] = DEFAULT_IMAGE_EXTENSIONS
     # An image member larger than this is read only this far, enough for the scorer to refuse it as too large.
     max_image_bytes: int = ImageSettings.max_image_bytes
+    # Also give each record OFFSET_KEY, for a writer that copies the sample's members from the shard later.
+    with_offsets: bool = False
 
 
 class _Member(NamedTuple):
@@ -187,6 +191,8 @@ class _SampleGrouper:
                 return Unreadable(reason, f"{name}: {bad.message}", where)
         record["__key__"] = sample.key
         record["__url__"] = self._url
+        if layout.with_offsets:
+            record[OFFSET_KEY] = sample.offset
         if "txt" in sample.data:
             name, data = sample.data["txt"]
             try:
