@@ -9,6 +9,8 @@ OUTPUT_FORMATS = ("jsonl", "parquet")
 DEFAULT_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 # JSONL input is read in parts of this many bytes: about 20k records of a typical caption file, minutes of GPU work.
 DEFAULT_PART_BYTES = 4 << 20
+# --output_format webdataset: samples per output shard, as img2dataset's --number_sample_per_shard.
+DEFAULT_SAMPLES_PER_SHARD = 10_000
 
 
 def input_format(file_pattern: str, chosen: str = "auto") -> str:
