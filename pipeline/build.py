@@ -14,7 +14,8 @@ from pipeline.filters.keep import KeepByScore
 from pipeline.io import bigquery, parquet, records, resume
 from pipeline.io.jsonl import ReadJsonLines, WriteJsonLines
 from pipeline.io.pubsub import PublishJson, ReadPubSubRecords
-from pipeline.io.webdataset import ReadWebDataset, SampleLayout
+from pipeline.io.shards import WriteShards
+from pipeline.io.webdataset import OFFSET_KEY, ReadWebDataset, SampleLayout
 from pipeline.plan import Destinations, JobPlan
 from transforms.beam.score import ScoreLongCLIP
 from transforms.outputs import OutputFields
@@ -96,6 +97,7 @@ def _read(pipeline: beam.Pipeline, plan: JobPlan, progress_folder: Optional[str]
             text_key=plan.scoring.fields.text_key,
             image_extensions=files.image_extensions,
             max_image_bytes=plan.scoring.images.max_image_bytes,
+            with_offsets=plan.destinations.output_format == "webdataset",  # where WriteShards copies samples from
         )
         return pipeline | "ReadWebDataset" >> ReadWebDataset(files.pattern, layout)
     if files.format == "parquet":
@@ -113,7 +115,9 @@ def _count_input_bytes(total_bytes: int) -> None:
 def _write_scored(plan: JobPlan, scored, rejected, dead_letters: list) -> None:
     """Scored (and rejected) rows to files and tables; rows BigQuery refuses join `dead_letters`."""
     destinations, fields = plan.destinations, plan.scoring.fields
-    if destinations.output and destinations.output_format == "parquet":
+    if destinations.output_format == "webdataset":
+        scored, rejected = _write_shards(destinations, OutputFields.of(fields), scored, rejected, dead_letters)
+    elif destinations.output and destinations.output_format == "parquet":
         key_columns = ("__key__", "__url__") if plan.source.format == "webdataset" else ()
         scored_table, rejected_table = (
             parquet.ScoredTable(fields, input_schema=plan.input_schema, key_columns=key_columns, with_cutoff=cutoff)
@@ -142,6 +146,23 @@ def _write_scored(plan: JobPlan, scored, rejected, dead_letters: list) -> None:
             | "WriteRejectedToBigQuery"
             >> bigquery.WriteRows(destinations.rejected_table, bigquery.rejected_schema(fields.embeddings))
         )
+
+
+def _write_shards(destinations: Destinations, outputs: OutputFields, scored, rejected, dead_letters: list):
+    """The samples as new shards; returns the records without the offsets the shards needed, for tables."""
+    size = destinations.samples_per_shard
+    dead_letters.append(scored | "WriteScored" >> WriteShards(destinations.output, outputs, size))
+    if rejected is not None and destinations.rejected_output:
+        dead_letters.append(rejected | "WriteRejected" >> WriteShards(destinations.rejected_output, outputs, size))
+    if destinations.output_table or destinations.rejected_table:
+        scored = scored | "WithoutOffsets" >> beam.Map(_without_offset)
+        if rejected is not None:
+            rejected = rejected | "RejectedWithoutOffsets" >> beam.Map(_without_offset)
+    return scored, rejected
+
+
+def _without_offset(record: dict) -> dict:
+    return {key: value for key, value in record.items() if key != OFFSET_KEY}
 
 
 def _write_dead_letters(destinations: Destinations, dead_letter) -> None:

@@ -58,7 +58,7 @@ def report(result: PipelineResult) -> int:
     if "kept" in counts or "rejected" in counts:
         logger.info("Filter: %d kept, %d rejected", counts.get("kept", 0), counts.get("rejected", 0))
     for name in sorted(counts):
-        if name.startswith(("failed_", "dead_lettered_", "bigquery_")) or name == resume.PARTS_DONE:
+        if name.startswith(("failed_", "dead_lettered_", "bigquery_", "webdataset_")) or name == resume.PARTS_DONE:
             logger.info("  %s: %d", name, counts[name])
     return 1 if failed else 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from pipeline.io.formats import DEFAULT_SAMPLES_PER_SHARD
 from pipeline.io.parts import InputPart
 from transforms.settings import BatchSettings, ImageSettings, ModelSettings, RecordFields
 
@@ -64,12 +65,13 @@ class Destinations:
     rejected_output: Optional[str]
     rejected_table: Optional[str]
     window_seconds: float
+    samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD  # output_format webdataset
 
     def described(self, resume: bool) -> tuple[str, str]:
         """Where scored records go, and where dead letters go, in words for the log."""
         scored = []
         if self.output:
-            extension = ".parquet" if self.output_format == "parquet" else ".jsonl"
+            extension = {"parquet": ".parquet", "webdataset": ".tar"}.get(self.output_format, ".jsonl")
             scored.append(f"{self.output}-part-ID.jsonl files" if resume else f"{self.output}-*{extension} files")
         if self.output_table:
             scored.append(f"BigQuery table {self.output_table}")

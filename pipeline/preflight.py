@@ -20,7 +20,7 @@ from pipeline.cli.command import Flags
 from pipeline.cli.declarations import filtering, settings_from
 from pipeline.cli.kit import UsageError, is_local
 from pipeline.io import bigquery, parquet, resume
-from pipeline.io.formats import input_format
+from pipeline.io.formats import DEFAULT_SAMPLES_PER_SHARD, input_format
 from pipeline.io.parts import InputProblem, plan_parts
 from pipeline.plan import Destinations, FileInput, JobPlan, KeepFilter, PubSubInput, Scoring
 from transforms.inputs.locations import has_scheme, local_path
@@ -127,6 +127,7 @@ def plan_destinations(flags: Flags) -> Destinations:
         rejected_output=rejected_output,
         rejected_table=resolved["rejected_table"],
         window_seconds=job.window_seconds,
+        samples_per_shard=job.samples_per_shard or DEFAULT_SAMPLES_PER_SHARD,
     )
 
 

@@ -35,8 +35,9 @@ def check_flags(known: argparse.Namespace, options) -> None:
             "--keep_top_fraction needs every score before it can cut, so it works in batch jobs only; "
             "in streaming use --keep_min_score"
         )
-    if known.output_format == "parquet" and streaming:
-        raise UsageError("--output_format parquet is for batch jobs; a streaming job writes JSONL files")
+    if known.output_format != "jsonl" and streaming:
+        raise UsageError(f"--output_format {known.output_format} is for batch jobs; a streaming job writes JSONL files")
+    _check_shards_out(known)
     if known.resume:
         _check_resume(known, streaming, is_local(options))
     if is_local(options):
@@ -52,6 +53,17 @@ def _check_sources_and_sinks(known: argparse.Namespace) -> None:
         raise UsageError(f"--input_format {known.input_format} is for --input files; Pub/Sub messages are JSON")
     if known.output_format != "jsonl" and not known.output:
         raise UsageError(f"--output_format {known.output_format} is the format of --output files: pass --output")
+
+
+def _check_shards_out(known: argparse.Namespace) -> None:
+    shards_in = bool(known.input) and input_format(known.input, known.input_format) == "webdataset"
+    if known.output_format == "webdataset" and not shards_in:
+        raise UsageError(
+            "--output_format webdataset copies the samples of WebDataset shards: it needs .tar shards as --input "
+            "(or --input_format webdataset); use jsonl or parquet for other inputs"
+        )
+    if known.samples_per_shard is not None and known.output_format != "webdataset":
+        raise UsageError("--samples_per_shard is the size of WebDataset output shards: add --output_format webdataset")
 
 
 def _check_local(known: argparse.Namespace, streaming: bool) -> None:

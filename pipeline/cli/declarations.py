@@ -13,7 +13,13 @@ import re
 from typing import Any, Optional
 
 from pipeline.cli.kit import GCS_PATH, Group, values_of
-from pipeline.io.formats import DEFAULT_IMAGE_EXTENSIONS, DEFAULT_PART_BYTES, INPUT_FORMATS, OUTPUT_FORMATS
+from pipeline.io.formats import (
+    DEFAULT_IMAGE_EXTENSIONS,
+    DEFAULT_PART_BYTES,
+    DEFAULT_SAMPLES_PER_SHARD,
+    INPUT_FORMATS,
+    OUTPUT_FORMATS,
+)
 from transforms.settings import (
     SETTINGS_CLASSES,
     BatchSettings,
@@ -120,17 +126,25 @@ class OutputOptions:
     output: Optional[str] = setting(
         None,
         "path prefix of the scored JSONL files, local or gs://: <output>-SSSSS-of-NNNNN.jsonl; in streaming "
-        "one set per window, <output>-[START, END)-SSSSS-of-NNNNN.jsonl",
+        "one set per window, <output>-[START, END)-SSSSS-of-NNNNN.jsonl; WebDataset shards: <output>-NNNNN.tar",
         label="Output files prefix",
         param_type="GCS_WRITE_FILE",
         regex=GCS_PATH,
     )
     output_format: str = setting(
         "jsonl",
-        "format of the --output files: jsonl, or parquet (<output>-SSSSS-of-NNNNN.parquet, typed columns; "
-        "batch jobs only); dead-letter files are JSONL either way",
+        "format of the --output files: jsonl, parquet (<output>-SSSSS-of-NNNNN.parquet, typed columns; batch "
+        "jobs only) or webdataset (WebDataset input, batch jobs: the samples as new shards <output>-NNNNN.tar, "
+        "every member copied, the scores in each sample's .json); dead-letter files are JSONL either way",
         label="Output files format",
         choices=OUTPUT_FORMATS,
+    )
+    samples_per_shard: Optional[int] = setting(
+        None,
+        f"--output_format webdataset: samples per output shard (default {DEFAULT_SAMPLES_PER_SHARD}, as "
+        "img2dataset's); the last shard holds the rest",
+        label="Samples per WebDataset shard",
+        minimum=1,
     )
     output_table: Optional[str] = setting(
         None,
@@ -202,8 +216,8 @@ class FilterOptions:
     )
     rejected_output: Optional[str] = setting(
         None,
-        "path prefix of the JSONL files of rejected rows, each with <output_key>_cutoff (default, with a "
-        "filter: <output>.rejected)",
+        "path prefix of the files of rejected rows, in --output_format, each with <output_key>_cutoff (default, "
+        "with a filter: <output>.rejected)",
         label="Rejected files prefix",
         param_type="GCS_WRITE_FILE",
         regex=GCS_PATH,

@@ -4,7 +4,7 @@ import Beam) and the readers. Standard library only."""
 from __future__ import annotations
 
 INPUT_FORMATS = ("auto", "jsonl", "webdataset", "parquet")
-OUTPUT_FORMATS = ("jsonl", "parquet")
+OUTPUT_FORMATS = ("jsonl", "parquet", "webdataset")
 # A WebDataset sample's image member: the first of these extensions it has (img2dataset writes jpg).
 DEFAULT_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 # JSONL input is read in parts of this many bytes: about 20k records of a typical caption file, minutes of GPU work.

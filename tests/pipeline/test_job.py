@@ -251,6 +251,7 @@ def _cli(*args) -> subprocess.CompletedProcess:
         (["--input", "x.parquet", "--output", "y", "--resume"], "--resume reads JSONL input part by part"),
         (["--input", "x", "--output", "y", "--output_format", "parquet", "--resume"], "--resume reads JSONL input"),
         (["--input", "x", "--output", "y", "--image_extensions", "jpg, png"], "--image_extensions: must be extensions"),
+        (["--input", "x", "--output", "y", "--output_format", "webdataset"], "--output_format webdataset copies the"),
     ],
 )
 def test_bad_flags_fail_with_a_clear_message(args, message):

@@ -5,6 +5,7 @@ import io
 import json
 import math
 import tarfile
+import time
 
 import apache_beam as beam
 import pytest
@@ -12,8 +13,10 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.io.shards import WriteShards, shard_path
 from pipeline.io.webdataset import OFFSET_KEY, ReadWebDataset, SampleLayout, read_shard
+from tests.support.cli import run_job
 from transforms.outputs import OutputFields
-from transforms.testing.datasets import img2dataset_sample, shard_bytes, write_shard
+from transforms.testing.captions import CAPTIONS
+from transforms.testing.datasets import img2dataset_sample, jpeg, shard_bytes, write_shard
 
 OUTPUTS = OutputFields()
 
@@ -147,6 +150,95 @@ def test_records_that_do_not_say_where_their_sample_is_are_refused(tmp_path):
     with pytest.raises(Exception, match="a record without '__offset__': WriteShards takes the records of"):
         _write([record], str(tmp_path / "kept"), samples_per_shard=1)
     assert OFFSET_KEY == "__offset__"
+
+
+@pytest.mark.slow
+def test_a_top_fraction_job_writes_the_kept_and_the_rejected_samples_as_shards(
+    tmp_path, longclip_checkpoint, good_images
+):
+    images = [jpeg(path) for name, path in sorted(good_images.items()) if name.endswith((".png", ".jpg"))]
+    originals = {}
+    for shard in range(3):
+        members = []
+        for index in range(5):
+            key = f"{shard:05d}{index:04d}"
+            image = None if (shard, index) == (1, 2) else images[(shard * 5 + index) % len(images)]
+            sample = img2dataset_sample(key, image, CAPTIONS[sorted(CAPTIONS)[(shard + 2 * index) % len(CAPTIONS)]])
+            sample += [(f"{key}.seg.png", bytes([shard, index]) * 333), (f"{key}.npy", bytes(range(256)) * 4)]
+            members += sample
+            originals[key] = sample
+        write_shard(tmp_path / "in" / f"{shard:05d}.tar", members)
+    done = run_job(
+        *["--input", str(tmp_path / "in" / "*.tar"), "--output", str(tmp_path / "out" / "kept")],
+        *["--model", str(longclip_checkpoint), "--keep_top_fraction", "0.3", "--output_format", "webdataset"],
+        *["--samples_per_shard", "2"],
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    kept, rejected = _samples_in(tmp_path / "out", "kept-*.tar"), _samples_in(tmp_path / "out", "kept.rejected-*.tar")
+    assert sorted([*kept, *rejected]) == sorted(originals) and not set(kept) & set(rejected)
+    for key, members in {**kept, **rejected}.items():
+        assert [name for name, _ in members] == [name for name, _ in originals[key]], key
+        for (name, data), (_, original) in zip(members, originals[key], strict=True):
+            if name.endswith(".json"):
+                assert data.startswith(original[:-1]) and json.loads(data).items() >= json.loads(original).items()
+            else:
+                assert data == original, name
+    meta = {key: json.loads(dict(members)[f"{key}.json"]) for key, members in {**kept, **rejected}.items()}
+    scored = sorted((m[OUTPUTS.score] for m in meta.values() if m[OUTPUTS.reason] is None), reverse=True)
+    assert len(scored) == 14 and meta["000010002"][OUTPUTS.reason] == "image_missing"
+    cutoff = scored[math.ceil(0.3 * len(scored)) - 1]
+    assert len(kept) == math.ceil(0.3 * len(scored)) == 5
+    assert all(meta[key][OUTPUTS.reason] is None and meta[key][OUTPUTS.score] >= cutoff for key in kept)
+    assert all(meta[key][OUTPUTS.cutoff] == cutoff for key in rejected) and "000010002" in rejected
+    assert list(kept) == sorted(kept) and list(rejected) == sorted(rejected), "shard by shard, in the shards' order"
+    assert [path.name for path in sorted((tmp_path / "out").glob("kept-*.tar"))] == [
+        "kept-00000.tar", "kept-00001.tar", "kept-00002.tar",
+    ]  # fmt: skip
+    assert "Filter: 5 kept, 10 rejected" in done.stderr and "webdataset_shards_written: 8" in done.stderr
+    assert "go to " + str(tmp_path / "out" / "kept") + "-*.tar files" in done.stderr
+    assert not list((tmp_path / "out").glob("*.tmp")) and not list((tmp_path / "out").glob("*.jsonl"))[1:]
+
+
+def _samples_in(folder, pattern) -> dict[str, list[tuple[str, bytes]]]:
+    """The samples of the shards matching `pattern`, read with the project's reader, then with tarfile."""
+    samples = {}
+    for path in sorted(folder.glob(pattern)):
+        data = path.read_bytes()
+        records = list(read_shard(io.BytesIO(data), len(data), str(path), SampleLayout()))
+        assert all("__key__" in record and "longclip_score" in record for record in records)
+        members = _members(path)
+        for record in records:
+            samples[record["__key__"]] = [(name, body) for name, body in members if name.startswith(record["__key__"])]
+    return samples
+
+
+@pytest.mark.slow
+def test_tables_beside_the_shards_get_the_samples_own_fields(
+    tmp_path, bigquery_emulator, restore_environ, longclip_checkpoint, good_images
+):
+    """Where a sample starts in its shard is for the shard writer: rows in BigQuery tables do not carry it."""
+    from pipeline import run, summarize
+    from pipeline.io import bigquery as bq_sink
+    from transforms.testing.emulators import GCP_PROJECT
+
+    restore_environ[bq_sink.EMULATOR_HOST_VARIABLE] = bigquery_emulator
+    client = bq_sink.client(GCP_PROJECT)
+    name = client.create_dataset(f"shards_{time.monotonic_ns()}").dataset_id
+    members = []
+    for index, image in enumerate(("rgb.png", "grey.png", "rgb.jpg", "cmyk.jpg")):
+        members += img2dataset_sample(f"00000{index:04d}", jpeg(good_images[image]), f"caption {index}")
+    write_shard(tmp_path / "in" / "00000.tar", members)
+    argv = ["--input", str(tmp_path / "in" / "*.tar"), "--output", str(tmp_path / "out" / "kept")]
+    argv += ["--output_format", "webdataset", "--output_table", f"{name}.kept", "--project", GCP_PROJECT]
+    counts = summarize(run([*argv, "--model", str(longclip_checkpoint), "--keep_top_fraction", "0.5"]))
+    assert (counts["kept"], counts["rejected"], counts["webdataset_samples_written"]) == (2, 2, 4)
+    rows = [*client.list_rows(f"{GCP_PROJECT}.{name}.kept"), *client.list_rows(f"{GCP_PROJECT}.{name}.kept_rejected")]
+    assert sorted(row["record"]["__key__"] for row in rows) == [f"00000{index:04d}" for index in range(4)]
+    assert not any(OFFSET_KEY in row["record"] for row in rows)
+    assert len(_members(tmp_path / "out" / "kept-00000.tar")) == len(
+        _members(tmp_path / "out" / "kept.rejected-00000.tar")
+    )
 
 
 @pytest.mark.slow
