@@ -483,6 +483,26 @@ def test_webdataset_shards_to_parquet_then_read_back(tmp_path, hub_home):
 
 
 @pytest.mark.slow
+@runs("webdataset-out", "read-shards")
+def test_webdataset_shards_to_kept_shards_then_read_back(tmp_path, hub_home):
+    from transforms.testing.datasets import img2dataset_sample, jpeg, write_shard
+
+    members = []
+    for index, image in enumerate(sorted((EXAMPLES / "images").glob("*.*")) * 2):
+        members += img2dataset_sample(f"{index:09d}", jpeg(image), f"Picture {index}, drawn.")
+        members.append((f"{index:09d}.seg.png", bytes([index]) * 99))  # a member the job does not read
+    write_shard(tmp_path / "shards" / "00000.tar", members)
+    env = environment(hub_home)
+    run("webdataset-out", tmp_path, env)
+    kept = [path.name for path in sorted((tmp_path / "out").glob("kept-*.tar"))]
+    rejected = [path.name for path in sorted((tmp_path / "out").glob("kept.rejected-*.tar"))]
+    assert (kept, rejected) == (["kept-00000.tar"], ["kept.rejected-00000.tar"])
+    done = run("read-shards", tmp_path, env, code="\nprint(json.dumps(scores))")
+    scores = json.loads(done.stdout)
+    assert len(scores) == 3 and all(0 < score < 1 for score in scores.values())  # 0.3 of 8 samples, rounded up
+
+
+@pytest.mark.slow
 @runs("parquet-urls")
 def test_parquet_with_image_urls(tmp_path, hub_home):
     import pyarrow as pa
