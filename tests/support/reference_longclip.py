@@ -11,6 +11,7 @@ rule to the state dict by key name, and `reference_score` uses it unless told to
 
 from __future__ import annotations
 
+import functools
 import math
 
 import open_clip
@@ -124,7 +125,12 @@ def preprocess(path, resolution):
 
 
 def tokenize(text, context_length=CONTEXT):
-    return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)([" ".join(text.split())])
+    return _tokenizer(context_length)([" ".join(text.split())])
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(context_length):
+    return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
 
 
 def reference_score(sd, image_path, text, *, stored_weights=False):
