@@ -56,10 +56,11 @@ EMBEDDING_COLUMNS: list = [
     {"name": "text_embedding", "type": "FLOAT", "mode": "REPEATED", "description": "caption features, unit norm"},
 ]
 
-# A caption's parts and their scores (long_captions=chunks, sentence_scores), empty for failed rows.
+# A caption's parts and their scores (long_captions=chunks, sentence_scores), empty for failed rows. The files'
+# {start, end} are start_offset and end_offset here: END is a reserved word of BigQuery's SQL.
 _SPAN_FIELDS = [
-    {"name": "start", "type": "INTEGER", "mode": "REQUIRED", "description": "offset into the caption"},
-    {"name": "end", "type": "INTEGER", "mode": "REQUIRED", "description": "caption[start:end] is the part"},
+    {"name": "start_offset", "type": "INTEGER", "mode": "REQUIRED", "description": "offset into the caption"},
+    {"name": "end_offset", "type": "INTEGER", "mode": "REQUIRED", "description": "caption[start:end] is the part"},
     {"name": "score", "type": "FLOAT", "mode": "REQUIRED", "description": "the part scored alone"},
 ]
 CHUNK_COLUMNS: list = [
@@ -124,11 +125,17 @@ def scored_row(record: Mapping[str, Any], *, fields: RecordFields, model: str) -
     if outputs.sentence_scores:
         own_columns[outputs.sentences] = "sentences"
     for field, column in own_columns.items():
-        if column != "score_min":
-            row[column] = record[field] or []  # BigQuery arrays cannot be null
+        if column in ("chunks", "sentences"):
+            row[column] = [_span_row(span) for span in record[field] or []]  # arrays cannot be null
+        elif column != "score_min":
+            row[column] = record[field] or []
     if own_columns:
         row["record"] = records.to_json({key: value for key, value in record.items() if key not in own_columns})
     return row
+
+
+def _span_row(span: Mapping[str, Any]) -> dict:
+    return {"start_offset": span["start"], "end_offset": span["end"], "score": span["score"]}
 
 
 def rejected_row(record: Mapping[str, Any], *, fields: RecordFields, model: str) -> dict:

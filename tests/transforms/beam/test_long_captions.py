@@ -54,30 +54,6 @@ def _run(records, fields: RecordFields, checkpoint, folder, name: str) -> dict:
     return {row["id"]: row for row in map(json.loads, (folder / name).read_text().splitlines())}
 
 
-class _Reference:
-    """The original evaluator's scores, each image encoded once."""
-
-    def __init__(self, state_dict):
-        self.sd = reference.rounded_like_longclip(state_dict)
-        self.resolution = self.sd["visual.conv1.weight"].shape[-1] * round(
-            (self.sd["visual.positional_embedding"].shape[0] - 1) ** 0.5
-        )
-        self._images = {}
-
-    def score(self, image_path, text: str) -> float:
-        with torch.no_grad():
-            if image_path not in self._images:
-                image = reference.encode_image(self.sd, reference.preprocess(image_path, self.resolution).unsqueeze(0))
-                self._images[image_path] = image / image.norm(dim=-1, keepdim=True)
-            cosine = (self._images[image_path] * self.text(text)).sum().item()
-        return min(max((cosine + 1) / 2, 0.0), 1.0)
-
-    def text(self, text: str) -> torch.Tensor:
-        with torch.no_grad():
-            features = reference.encode_text(self.sd, reference.tokenize(text))[0]
-        return features / features.norm()
-
-
 def _solid(text: str, start: int, end: int) -> list[int]:
     return [index for index in range(start, end) if not text[index].isspace()]
 
@@ -100,7 +76,7 @@ def test_every_chunk_and_sentence_equals_the_original_and_fitting_captions_score
         "c",
     )
     truncated = _run(records, RecordFields(embeddings=True), longclip_checkpoint, tmp_path, "t")
-    original = _Reference(longclip_state_dict)
+    original = reference.ReferenceScorer(longclip_state_dict)
     tokenizer = LongCLIPTokenizer()
     worst, parts = 0.0, 0
     for record in records[:-1]:
