@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from bench import formats, memory, models, workload
+from bench import formats, long_captions, memory, models, workload
 from bench.baseline import RowAtATimeEvaluator
 from bench.runs import PreDecoded, bare_loop, run_pipeline, timed
 from transforms.inputs.tokenizer import LongCLIPTokenizer
@@ -131,6 +131,9 @@ def main() -> None:
     formats.input_formats(report, unique, **run)
     print("Embeddings (pipeline, steady state):")
     formats.embeddings_cost(report, unique, **run)
+
+    print("Long captions: chunks and sentence scores against truncate (pipeline, steady state):")
+    long_captions.long_captions(report, images, checkpoint, pairs=args.pairs, **run)
 
     print("Text tower alone, batch of captions:")
     tokenizer = LongCLIPTokenizer(scorer.context_length)

@@ -137,14 +137,14 @@ def _write_scored(plan: JobPlan, scored, rejected, dead_letters: list) -> None:
         dead_letters.append(
             rows
             | "WriteScoredToBigQuery"
-            >> bigquery.WriteRows(destinations.output_table, bigquery.scored_schema(fields.embeddings))
+            >> bigquery.WriteRows(destinations.output_table, bigquery.scored_schema(OutputFields.of(fields)))
         )
     if rejected is not None and destinations.rejected_table:
         rows = rejected | "ToRejectedRows" >> beam.Map(bigquery.rejected_row, fields=fields, model=model)
         dead_letters.append(
             rows
             | "WriteRejectedToBigQuery"
-            >> bigquery.WriteRows(destinations.rejected_table, bigquery.rejected_schema(fields.embeddings))
+            >> bigquery.WriteRows(destinations.rejected_table, bigquery.rejected_schema(OutputFields.of(fields)))
         )
 
 

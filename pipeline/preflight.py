@@ -29,6 +29,7 @@ from transforms.model.device import pick_device
 from transforms.model.formats import CheckpointFormatError
 from transforms.model.header import InputSizes, read_input_sizes
 from transforms.model.locate import CheckpointNotFoundError, resolve_checkpoint
+from transforms.outputs import OutputFields
 from transforms.settings import BatchSettings, ImageSettings, InvalidSetting, ModelSettings, RecordFields
 
 _LOGGER = logging.getLogger(__name__)
@@ -111,10 +112,11 @@ def plan_destinations(flags: Flags) -> Destinations:
     for flag, prefix in (("output", output), ("dead_letter", dead_letter), ("rejected_output", rejected_output)):
         if prefix and not has_scheme(prefix):
             _check_output_prefix(flag, prefix)
+    outputs = OutputFields.of(settings_from(job)[RecordFields])
     tables = {
-        "output_table": (job.output_table, bigquery.scored_schema(job.embeddings)),
+        "output_table": (job.output_table, bigquery.scored_schema(outputs)),
         "dead_letter_table": (dead_letter_table, bigquery.DEAD_LETTER_SCHEMA),
-        "rejected_table": (rejected_table, bigquery.rejected_schema(job.embeddings)),
+        "rejected_table": (rejected_table, bigquery.rejected_schema(outputs)),
     }
     resolved = {flag: _table(flag, spec, schema, options) for flag, (spec, schema) in tables.items()}
     return Destinations(

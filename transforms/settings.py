@@ -19,6 +19,8 @@ DEFAULT_MODEL = "BeichenZhang/LongCLIP-L-336px"
 PRECISIONS = ("fp32", "bf16", "fp16")
 # "auto": the fastest precision the device computes well (see transforms.model.device.resolve_precision).
 PRECISION_CHOICES = (*PRECISIONS, "auto")
+# What to do with a caption past the model's context (transforms.inputs.chunks).
+LONG_CAPTIONS = ("truncate", "chunks")
 # The devices the model runs on; checked here, without torch, so a typo fails before anything loads.
 DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]+)?)$"
 
@@ -205,6 +207,20 @@ class RecordFields:
         "also add <key>_image_embedding and <key>_text_embedding: the L2-normalised float32 features the "
         "score is the cosine of (null when the record failed)",
         label="Keep embeddings",
+    )
+    long_captions: str = setting(
+        "truncate",
+        "captions past the model's context: truncate (cut as the original LongCLIP evaluator does, and flagged) "
+        "or chunks (split at sentences into chunks that each fit, every word scored: the score is the mean of "
+        "the chunk scores, with <key>_min and <key>_chunks beside it)",
+        label="Long captions",
+        choices=LONG_CAPTIONS,
+    )
+    sentence_scores: bool = setting(
+        False,
+        "also score each sentence of every caption alone against the image: <key>_sentences, a list of "
+        "{start, end, score} (null when the record failed)",
+        label="Sentence scores",
     )
 
     def __post_init__(self) -> None:

@@ -56,18 +56,35 @@ EMBEDDING_COLUMNS: list = [
     {"name": "text_embedding", "type": "FLOAT", "mode": "REPEATED", "description": "caption features, unit norm"},
 ]
 
+# A caption's parts and their scores (long_captions=chunks, sentence_scores), empty for failed rows. The files'
+# {start, end} are start_offset and end_offset here: END is a reserved word of BigQuery's SQL.
+_SPAN_FIELDS = [
+    {"name": "start_offset", "type": "INTEGER", "mode": "REQUIRED", "description": "offset into the caption"},
+    {"name": "end_offset", "type": "INTEGER", "mode": "REQUIRED", "description": "caption[start:end] is the part"},
+    {"name": "score", "type": "FLOAT", "mode": "REQUIRED", "description": "the part scored alone"},
+]
+CHUNK_COLUMNS: list = [
+    {"name": "score_min", "type": "FLOAT", "mode": "NULLABLE", "description": "the lowest chunk score"},
+    {"name": "chunks", "type": "RECORD", "mode": "REPEATED", "fields": _SPAN_FIELDS, "description": "chunk scores"},
+]
+SENTENCE_COLUMNS: list = [
+    {"name": "sentences", "type": "RECORD", "mode": "REPEATED", "fields": _SPAN_FIELDS, "description": "sentences"},
+]
+
 # Columns a table made by an earlier version of this job may lack: rows are written without them.
 ADDED_LATER = frozenset({"reason"})
 
 
-def scored_schema(embeddings: bool = False) -> dict:
-    """The scored table's schema: `SCORED_SCHEMA`, plus the embedding columns with `embeddings`."""
-    return {"fields": SCORED_SCHEMA["fields"] + (EMBEDDING_COLUMNS if embeddings else [])}
+def scored_schema(outputs: OutputFields) -> dict:
+    """The scored table's schema: `SCORED_SCHEMA`, plus the columns of the optional outputs `outputs` has."""
+    columns = SCORED_SCHEMA["fields"] + (EMBEDDING_COLUMNS if outputs.embeddings else [])
+    columns += CHUNK_COLUMNS if outputs.chunked else []
+    return {"fields": columns + (SENTENCE_COLUMNS if outputs.sentence_scores else [])}
 
 
-def rejected_schema(embeddings: bool = False) -> dict:
+def rejected_schema(outputs: OutputFields) -> dict:
     """The rejected table's schema: the scored table's, plus the cutoff."""
-    return {"fields": scored_schema(embeddings)["fields"] + [CUTOFF_COLUMN]}
+    return {"fields": scored_schema(outputs)["fields"] + [CUTOFF_COLUMN]}
 
 
 DEAD_LETTER_SCHEMA: dict = {
@@ -85,8 +102,8 @@ DEAD_LETTER_SCHEMA: dict = {
 
 
 def scored_row(record: Mapping[str, Any], *, fields: RecordFields, model: str) -> dict:
-    """One scored record as a row of `scored_schema(fields.embeddings)`; the record itself goes into
-    `record`, whole but for the embeddings, which have their own columns."""
+    """One scored record as a row of `scored_schema(OutputFields.of(fields))`; the record itself goes into
+    `record`, whole but for the embeddings and the caption's parts, which have their own columns."""
     outputs = OutputFields.of(fields)
     row = {
         "image": records.text_value(record.get(fields.image_key)),
@@ -99,16 +116,30 @@ def scored_row(record: Mapping[str, Any], *, fields: RecordFields, model: str) -
         "scored_at": _now(),
         "record": records.to_json(record),
     }
+    own_columns = {}  # output field -> column, for the outputs that have columns of their own
     if outputs.embeddings:
-        embeddings = (outputs.image_embedding, outputs.text_embedding)
-        row["record"] = records.to_json({key: value for key, value in record.items() if key not in embeddings})
-        row["image_embedding"] = record[outputs.image_embedding] or []
-        row["text_embedding"] = record[outputs.text_embedding] or []
+        own_columns.update({outputs.image_embedding: "image_embedding", outputs.text_embedding: "text_embedding"})
+    if outputs.chunked:
+        own_columns.update({outputs.score_min: "score_min", outputs.chunks: "chunks"})
+        row["score_min"] = record[outputs.score_min]
+    if outputs.sentence_scores:
+        own_columns[outputs.sentences] = "sentences"
+    for field, column in own_columns.items():
+        if column in ("chunks", "sentences"):
+            row[column] = [_span_row(span) for span in record[field] or []]  # arrays cannot be null
+        elif column != "score_min":
+            row[column] = record[field] or []
+    if own_columns:
+        row["record"] = records.to_json({key: value for key, value in record.items() if key not in own_columns})
     return row
 
 
+def _span_row(span: Mapping[str, Any]) -> dict:
+    return {"start_offset": span["start"], "end_offset": span["end"], "score": span["score"]}
+
+
 def rejected_row(record: Mapping[str, Any], *, fields: RecordFields, model: str) -> dict:
-    """One rejected record as a row of `rejected_schema(fields.embeddings)`."""
+    """One rejected record as a row of `rejected_schema(OutputFields.of(fields))`."""
     return {**scored_row(record, fields=fields, model=model), "cutoff": record[OutputFields.of(fields).cutoff]}
 
 

@@ -122,6 +122,11 @@ class ScoredTable:
         if outputs.embeddings:
             vector = pa.list_(pa.float32())
             scores += [pa.field(outputs.image_embedding, vector), pa.field(outputs.text_embedding, vector)]
+        spans = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("score", pa.float64())]))
+        if outputs.chunked:
+            scores += [pa.field(outputs.score_min, pa.float64()), pa.field(outputs.chunks, spans)]
+        if outputs.sentence_scores:
+            scores.append(pa.field(outputs.sentences, spans))
         if with_cutoff:
             scores.append(pa.field(outputs.cutoff, pa.float64()))
         self.schema = pa.schema(own + scores)

@@ -456,6 +456,13 @@ def test_scoring_without_beam(hub_home):
     assert re.fullmatch(r"0\.\d{4} \(whole caption\)\n", done.stdout), done.stdout
 
 
+@pytest.mark.slow
+@runs("long-captions")
+def test_long_captions_in_chunks_with_sentence_scores(hub_home):
+    done = run("long-captions", REPO_ROOT, environment(hub_home))
+    assert done.stdout == "2 chunks, 30 sentences\n", done.stdout
+
+
 @runs("input-sizes")
 def test_input_sizes_from_the_header(tmp_path, hub_home):
     done = run("input-sizes", tmp_path, environment(hub_home))

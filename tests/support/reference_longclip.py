@@ -11,6 +11,7 @@ rule to the state dict by key name, and `reference_score` uses it unless told to
 
 from __future__ import annotations
 
+import functools
 import math
 
 import open_clip
@@ -124,7 +125,12 @@ def preprocess(path, resolution):
 
 
 def tokenize(text, context_length=CONTEXT):
-    return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)([" ".join(text.split())])
+    return _tokenizer(context_length)([" ".join(text.split())])
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(context_length):
+    return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
 
 
 def reference_score(sd, image_path, text, *, stored_weights=False):
@@ -140,3 +146,28 @@ def reference_score(sd, image_path, text, *, stored_weights=False):
         text_features = text_features / text_features.norm(dim=-1, keepdim=True)
         cosine = (image * text_features).sum().item()
     return min(max((cosine + 1) / 2, 0.0), 1.0)
+
+
+class ReferenceScorer:
+    """`reference_score` for many texts against few images: each image encoded once."""
+
+    def __init__(self, sd, *, stored_weights=False):
+        self.sd = sd if stored_weights else rounded_like_longclip(sd)
+        patch, grid = self.sd["visual.conv1.weight"].shape[-1], (self.sd["visual.positional_embedding"].shape[0] - 1)
+        self.resolution = patch * round(grid**0.5)
+        self._images = {}
+
+    def score(self, image_path, text):
+        with torch.no_grad():
+            key = str(image_path)
+            if key not in self._images:
+                image = encode_image(self.sd, preprocess(image_path, self.resolution).unsqueeze(0))[0]
+                self._images[key] = image / image.norm()
+            cosine = (self._images[key] * self.text(text)).sum().item()
+        return min(max((cosine + 1) / 2, 0.0), 1.0)
+
+    def text(self, text):
+        """The text's L2-normalised features."""
+        with torch.no_grad():
+            features = encode_text(self.sd, tokenize(text, self.sd["positional_embedding"].shape[0]))[0]
+        return features / features.norm()

@@ -31,6 +31,19 @@ class ScoreWithEmbeddings(NamedTuple):
     text_embedding: list[float]
 
 
+class CaptionScores(NamedTuple):
+    """One pair's inference when its caption is scored in parts (`PreparedPair.chunk_token_ids` or
+    `sentence_token_ids`). `score`: the mean of the chunk scores, or the caption's own when it was not cut into
+    chunks; `chunk_scores` and `sentence_scores`: in the pair's order (empty when not asked for). With
+    embeddings, the image's and the text's (the L2-normalised mean of the chunks' when in chunks)."""
+
+    score: float
+    chunk_scores: list[float]
+    sentence_scores: list[float]
+    image_embedding: Optional[list[float]] = None
+    text_embedding: Optional[list[float]] = None
+
+
 class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIPScorer]):
     """Loads LongCLIP once per worker process (or once per machine) and scores batches of `PreparedPair`.
 
@@ -41,7 +54,8 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
 
     Each `PredictionResult` carries the pair, its score and the checkpoint as `model_id`; with
     `RunInference(..., inference_args={"embeddings": True})` the inference is a `ScoreWithEmbeddings`
-    instead, the score with the pair's L2-normalised image and text features. An exception
+    instead, the score with the pair's L2-normalised image and text features; a pair whose caption comes in
+    chunks or sentences gets a `CaptionScores`. An exception
     inside the model does not fail the batch: it is retried in halves down to single records, and a
     record that fails on its own gets an `InferenceFailure` instead of a score (`ScoreLongCLIP` turns it
     into reason `inference_failed`); an out-of-memory error also lowers the batch size for later
@@ -126,12 +140,14 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
 
     def _score(
         self, batch: Sequence[PreparedPair], model: LongCLIPScorer, embeddings: bool
-    ) -> Union[list[float], list[ScoreWithEmbeddings]]:
+    ) -> Union[list[float], list[ScoreWithEmbeddings], list[CaptionScores]]:
         # Page-locked batches copy to the GPU asynchronously. A shared model is a proxy to another
         # process, where the batch arrives unpickled (and unpinned) anyway.
         pin_memory = not self.settings.share_model_across_processes and model.device.type == "cuda"
         images, image_index, digests = _unique_images(batch, pin_memory)
         token_ids = [pair.token_ids for pair in batch]
+        if any(pair.chunk_token_ids or pair.sentence_token_ids for pair in batch):
+            return _caption_scores(batch, model, images, image_index, digests, embeddings)
         if not embeddings:
             return model.score(images, token_ids, image_index, digests)
         scored = model.score_and_embed(images, token_ids, image_index, digests)
@@ -139,7 +155,10 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         return [ScoreWithEmbeddings(*inference) for inference in inferences]
 
     def get_num_bytes(self, batch: Sequence[PreparedPair]) -> int:
-        return sum(pair.image.nbytes + 8 * len(pair.token_ids) for pair in batch)
+        texts = (
+            len(ids) for pair in batch for ids in (pair.token_ids, *pair.chunk_token_ids, *pair.sentence_token_ids)
+        )
+        return sum(pair.image.nbytes for pair in batch) + 8 * sum(texts)
 
     def get_metrics_namespace(self) -> str:
         return "BeamML_LongCLIP"
@@ -148,6 +167,41 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         unknown = set(inference_args or {}) - {"embeddings"}
         if unknown:
             raise ValueError(f"LongCLIPModelHandler takes only the inference_arg 'embeddings', got {sorted(unknown)}")
+
+
+def _caption_scores(
+    batch: Sequence[PreparedPair],
+    model: LongCLIPScorer,
+    images: torch.Tensor,
+    image_index: list[int],
+    digests: Optional[list[str]],
+    embeddings: bool,
+) -> list[CaptionScores]:
+    """Each pair's caption, chunks and sentences scored against its image, the image encoded once."""
+    extra_ids, extra_image_index = [], []
+    for pair, row in zip(batch, image_index, strict=True):
+        parts = (*pair.chunk_token_ids, *pair.sentence_token_ids)
+        extra_ids += parts
+        extra_image_index += [row] * len(parts)
+    scored = model.score_extra_texts(
+        images, [pair.token_ids for pair in batch], image_index, extra_ids, extra_image_index, digests, embeddings
+    )
+    out, start = [], 0
+    for row, pair in enumerate(batch):
+        chunks, sentences = len(pair.chunk_token_ids), len(pair.sentence_token_ids)
+        chunk_scores = scored.extra_scores[start : start + chunks]
+        sentence_scores = scored.extra_scores[start + chunks : start + chunks + sentences]
+        score = sum(chunk_scores) / chunks if chunks else scored.scores[row]
+        image_embedding = text_embedding = None
+        if embeddings:
+            image_embedding = scored.image_features[row].tolist()
+            text_embedding = scored.text_features[row].tolist()
+            if chunks:
+                mean = scored.extra_text_features[start : start + chunks].mean(0)
+                text_embedding = (mean / mean.norm()).tolist()
+        out.append(CaptionScores(score, chunk_scores, sentence_scores, image_embedding, text_embedding))
+        start += chunks + sentences
+    return out
 
 
 def _unique_images(

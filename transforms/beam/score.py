@@ -12,12 +12,12 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import reasons
-from transforms.beam.handler import LongCLIPModelHandler, ScoreWithEmbeddings
+from transforms.beam.handler import CaptionScores, LongCLIPModelHandler, ScoreWithEmbeddings
 from transforms.inputs.prefetch import OrderedPrefetcher
 from transforms.inputs.prepare import PairPreparer, PreparedPair
 from transforms.model.faults import InferenceFailure
 from transforms.model.header import InputSizes
-from transforms.outputs import OutputFields
+from transforms.outputs import OutputFields, Span
 from transforms.reasons import InputError
 from transforms.settings import DEFAULT_MODEL, BatchSettings, ImageSettings, ModelSettings, RecordFields
 
@@ -119,11 +119,14 @@ class ScoreLongCLIP(beam.PTransform):
 
 
 class RecordContext(NamedTuple):
-    """What travels with a prepared pair through inference, to be put back on the record."""
+    """What travels with a prepared pair through inference, to be put back on the record: with chunks or
+    sentence scores, the spans of the caption that the pair's extra texts are."""
 
     record: dict
     truncated: bool
     timestamp: Optional[Timestamp]  # set when the prepared pair is emitted
+    chunks: Optional[tuple[tuple[int, int], ...]] = None
+    sentences: Optional[tuple[tuple[int, int], ...]] = None
 
 
 class _Failure(NamedTuple):
@@ -189,12 +192,15 @@ class _PrepareDoFn(beam.DoFn):
         truncated = False
         kept = self._preparer.without_image_bytes(record)
         try:
-            text = self._preparer.tokenize_text(record)
-            truncated = text.truncated
+            caption = self._preparer.caption_parts(record)
+            truncated = caption.text.truncated
             image = self._preparer.load_image(record)
         except InputError as error:
             return _Failure(kept, error.reason, str(error), truncated)
-        return PreparedPair(image.pixels, text.ids, RecordContext(kept, truncated, None), image.digest)
+        context = RecordContext(kept, truncated, None, caption.chunks, caption.sentences)
+        return PreparedPair(
+            image.pixels, caption.text.ids, context, image.digest, caption.chunk_ids, caption.sentence_ids
+        )
 
 
 def _emit(result: Union[PreparedPair, _Failure], timestamp, window, pane):
@@ -224,10 +230,8 @@ class _AttachScore(beam.DoFn):
             failure = _Failure(context.record, reasons.INFERENCE_FAILED, message, context.truncated)
             yield beam.pvalue.TaggedOutput(_FAILED, beam.window.TimestampedValue(failure, context.timestamp))
             return
-        inference, embeddings = result.inference, ()
-        if isinstance(inference, ScoreWithEmbeddings):
-            inference, embeddings = inference.score, (inference.image_embedding, inference.text_embedding)
-        score = float(inference)
+        inference = _as_caption_scores(result.inference)
+        score = float(inference.score)
         if not math.isfinite(score):
             message = f"{reasons.SCORE_NOT_FINITE}: the model gave {score} (with fp16, try bf16 or fp32)"
             failure = _Failure(context.record, reasons.SCORE_NOT_FINITE, message, context.truncated)
@@ -236,8 +240,30 @@ class _AttachScore(beam.DoFn):
         self._scored.inc()
         if context.truncated:
             self._truncated.inc()
-        out = {**context.record, **self._outputs.values(score, None, None, context.truncated, *embeddings)}
+        parts = _parts(inference, context)
+        out = {**context.record, **self._outputs.values(score, None, None, context.truncated, **parts)}
         yield beam.window.TimestampedValue(out, context.timestamp)
+
+
+def _as_caption_scores(inference: Union[float, ScoreWithEmbeddings, CaptionScores]) -> CaptionScores:
+    """Every kind of inference the handler gives, as one (a batch holds parts only when a caption of it has)."""
+    if isinstance(inference, CaptionScores):
+        return inference
+    if isinstance(inference, ScoreWithEmbeddings):
+        return CaptionScores(inference.score, [], [], inference.image_embedding, inference.text_embedding)
+    return CaptionScores(inference, [], [])
+
+
+def _parts(inference: CaptionScores, context: RecordContext) -> dict[str, Any]:
+    """The embeddings, and the chunk and sentence `Span`s of the caption (a caption that fits is its own chunk)."""
+    chunk_scores = inference.chunk_scores or [float(inference.score)]
+    parts: dict[str, Any] = {"image_embedding": inference.image_embedding, "text_embedding": inference.text_embedding}
+    if context.chunks is not None:
+        parts["chunks"] = [Span(*span, score) for span, score in zip(context.chunks, chunk_scores, strict=True)]
+    if context.sentences is not None:
+        sentences = zip(context.sentences, inference.sentence_scores, strict=True)
+        parts["sentences"] = [Span(*span, score) for span, score in sentences]
+    return parts
 
 
 def _attach_failure(failure: _Failure, outputs: OutputFields, namespace: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def token_counter(tokenizer: LongCLIPTokenizer, room: int) -> CountTokens:
     past `room`, so a text far too long costs little more than one that just does not fit."""
 
     def count_tokens(text: str) -> int:
-        return len(tokenizer.encode(text, stop_after=room))
+        return len(tokenizer.encode(" ".join(text.split()), stop_after=room))  # as the tokenizer's call does
 
     return count_tokens
 

@@ -11,13 +11,14 @@ import math
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Hashable, Mapping, NamedTuple, Optional
+from typing import Any, Hashable, Mapping, NamedTuple, Optional, Sequence
 
 import regex
 import torch
 
 from transforms import reasons
 from transforms.inputs import images as image_io
+from transforms.inputs.chunks import plan_chunks, sentence_pieces, token_counter
 from transforms.inputs.fetch import check_size, read_image_bytes
 from transforms.inputs.locations import AllowedPrefixes, image_source, redact, without_image_bytes
 from transforms.inputs.tokenizer import LongCLIPTokenizer, TokenizedText
@@ -34,12 +35,30 @@ class PreparedPair(NamedTuple):
 
     Pairs with the same `image_digest` (a digest of the image file's bytes) hold the same pixels, so a
     batch encodes that image once; None means "not known to be shared with any other pair".
+    `chunk_token_ids`: a caption past the context, as chunks that fit (its score is then their mean);
+    `sentence_token_ids`: its sentences, each scored alone too. Empty: not asked for (or the caption fits).
     """
 
     image: torch.Tensor
     token_ids: tuple[int, ...]
     context: Any = None
     image_digest: Optional[str] = None
+    chunk_token_ids: tuple[tuple[int, ...], ...] = ()
+    sentence_token_ids: tuple[tuple[int, ...], ...] = ()
+
+
+class CaptionParts(NamedTuple):
+    """A caption tokenized as the original evaluator does (`text`: truncated to the context, and flagged),
+    and, as asked, the spans of its chunks and sentences (offsets into the caption as given) with their ids.
+
+    `chunks` is None when chunks are not asked for, and `((0, len(caption)),)` for a caption that fits (it
+    is its own one chunk, scored as `text`: `chunk_ids` is then empty)."""
+
+    text: TokenizedText
+    chunks: Optional[tuple[tuple[int, int], ...]] = None
+    chunk_ids: tuple[tuple[int, ...], ...] = ()
+    sentences: Optional[tuple[tuple[int, int], ...]] = None
+    sentence_ids: tuple[tuple[int, ...], ...] = ()
 
 
 class LoadedImage(NamedTuple):
@@ -68,6 +87,8 @@ class PairPreparer:
         self.fields = fields
         self.images = images
         self._tokenizer = LongCLIPTokenizer(context_length)
+        self._room = context_length - 2  # the start and end tokens
+        self._count_tokens = token_counter(self._tokenizer, self._room)
         self._preprocess = image_io.ImagePreprocessor(image_resolution, images.max_image_pixels)
         self._recent = _RecentLoads(recent_images)
         self._allowed = AllowedPrefixes(images.allowed_image_prefixes)
@@ -91,6 +112,36 @@ class PairPreparer:
         if len(tokens.ids) <= 2:  # only SOT and EOT
             raise InputError(reasons.TEXT_EMPTY, f"{key!r} leaves no tokens after LongCLIP's text cleaning")
         return tokens
+
+    def caption_parts(self, record: Mapping[str, Any]) -> CaptionParts:
+        """The caption tokenized, with its chunks (`long_captions="chunks"`) and sentences (`sentence_scores`):
+        each part is `caption[start:end]`, tokenized exactly as a caption is, and fits the context."""
+        tokens = self.tokenize_text(record)
+        fields = self.fields
+        if fields.long_captions != "chunks" and not fields.sentence_scores:
+            return CaptionParts(tokens)
+        text = record[fields.text_key]
+        chunks, chunk_ids = None, ()
+        if fields.long_captions == "chunks":
+            chunks = ((0, len(text)),)
+            if tokens.truncated:
+                chunks = tuple(plan_chunks(text, self._count_tokens, self._room))
+                chunk_ids = self._part_ids(text, chunks)
+        sentences, sentence_ids = None, ()
+        if fields.sentence_scores:
+            sentences = tuple(sentence_pieces(text, self._count_tokens, self._room))
+            sentence_ids = self._part_ids(text, sentences)
+        return CaptionParts(
+            tokens._replace(truncated=tokens.truncated and chunks is None), chunks, chunk_ids, sentences, sentence_ids
+        )
+
+    def _part_ids(self, text: str, spans: Sequence[tuple[int, int]]) -> tuple[tuple[int, ...], ...]:
+        ids = []
+        for start, end in spans:
+            part = self._tokenizer(text[start:end])
+            assert not part.truncated, "a planned part always fits the context"
+            ids.append(part.ids)
+        return tuple(ids)
 
     def load_image(self, record: Mapping[str, Any]) -> LoadedImage:
         """The record's image; a location among the last few loaded is fetched and decoded only once.

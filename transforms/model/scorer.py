@@ -29,11 +29,14 @@ if TYPE_CHECKING:  # open_clip imports torchvision and more: loaded where a mode
 
 
 class ScoresAndFeatures(NamedTuple):
-    """Scores of a batch of pairs and, when asked for, the features they come from ([N, E] fp32, CPU)."""
+    """Scores of a batch of pairs and, when asked for, the features they come from ([N, E] fp32, CPU); with
+    extra texts (`score_extra_texts`), their scores and text features too."""
 
     scores: list[float]
     image_features: Optional[torch.Tensor]
     text_features: Optional[torch.Tensor]
+    extra_scores: Optional[list[float]] = None
+    extra_text_features: Optional[torch.Tensor] = None
 
 
 class LongCLIPScorer:
@@ -127,6 +130,27 @@ class LongCLIPScorer:
         the score is, fp32 on the CPU, one row per pair (no second forward pass)."""
         return self._score(images, token_ids, image_index, image_keys, with_features=True)
 
+    def score_extra_texts(
+        self,
+        images: torch.Tensor,
+        token_ids: Sequence[Sequence[int]],
+        image_index: Sequence[int],
+        extra_token_ids: Sequence[Sequence[int]],
+        extra_image_index: Sequence[int],
+        image_keys: Optional[Sequence[str]] = None,
+        with_features: bool = False,
+    ) -> "ScoresAndFeatures":
+        """`score` (or `score_and_embed`) of the pairs, and scores of extra texts against the same images
+        (chunks or sentences of their captions: extra text j against image row `extra_image_index[j]`).
+
+        Each image is encoded once. The pairs' own texts are encoded in one pass, as `score` would encode them,
+        so their scores are the very ones `score` gives for the same batch; the extra texts in a second pass,
+        except those whose ids equal a pair's text, which take its features.
+        """
+        return self._score(
+            images, token_ids, image_index, image_keys, with_features, extra_token_ids, extra_image_index
+        )
+
     def _score(
         self,
         images: torch.Tensor,
@@ -134,6 +158,8 @@ class LongCLIPScorer:
         image_index: Optional[Sequence[int]],
         image_keys: Optional[Sequence[str]],
         with_features: bool,
+        extra_token_ids: Sequence[Sequence[int]] = (),
+        extra_image_index: Sequence[int] = (),
     ) -> "ScoresAndFeatures":
         if image_index is None:
             image_index = range(len(token_ids))
@@ -141,14 +167,34 @@ class LongCLIPScorer:
             image_features = self._image_features(images, image_keys)
             unique_texts, text_index = _unique(token_ids)
             text_features = _unit(self.encode_texts(unique_texts))
-            pick_image = torch.as_tensor(image_index, dtype=torch.long, device=self.device)
-            pick_text = torch.as_tensor(text_index, dtype=torch.long, device=self.device)
-            pair_images, pair_texts = image_features[pick_image], text_features[pick_text]
-            cosine = (pair_images * pair_texts).sum(dim=-1)
-            scores = ((cosine + 1) / 2).clamp_(0, 1).tolist()
+            scores, pair_images, pair_texts = self._cosines(image_features, image_index, text_features, text_index)
+            if not extra_token_ids:
+                if not with_features:
+                    return ScoresAndFeatures(scores, None, None)
+                return ScoresAndFeatures(scores, pair_images.float().cpu(), pair_texts.float().cpu())
+            known = {ids: row for row, ids in enumerate(unique_texts)}
+            extra_unique, extra_index = _unique([ids for ids in extra_token_ids if tuple(ids) not in known])
+            extra_features = _unit(self.encode_texts(extra_unique)) if extra_unique else text_features[:0]
+            features = torch.cat([text_features, extra_features])
+            fresh = iter(extra_index)
+            rows = [
+                known[ids] if ids in known else len(unique_texts) + next(fresh) for ids in map(tuple, extra_token_ids)
+            ]
+            extra_scores, _, extra_texts = self._cosines(image_features, extra_image_index, features, rows)
             if not with_features:
-                return ScoresAndFeatures(scores, None, None)
-            return ScoresAndFeatures(scores, pair_images.float().cpu(), pair_texts.float().cpu())
+                return ScoresAndFeatures(scores, None, None, extra_scores, None)
+            cpu = [tensor.float().cpu() for tensor in (pair_images, pair_texts, extra_texts)]
+            return ScoresAndFeatures(scores, cpu[0], cpu[1], extra_scores, cpu[2])
+
+    def _cosines(
+        self, image_features: torch.Tensor, image_index: Sequence[int], text_features: torch.Tensor, text_index
+    ) -> tuple[list[float], torch.Tensor, torch.Tensor]:
+        """clamp((cos + 1) / 2, 0, 1) of each (image row, text row) pair, and the rows themselves."""
+        pick_image = torch.as_tensor(image_index, dtype=torch.long, device=self.device)
+        pick_text = torch.as_tensor(text_index, dtype=torch.long, device=self.device)
+        pair_images, pair_texts = image_features[pick_image], text_features[pick_text]
+        cosine = (pair_images * pair_texts).sum(dim=-1)
+        return ((cosine + 1) / 2).clamp_(0, 1).tolist(), pair_images, pair_texts
 
     def _image_features(self, images: torch.Tensor, keys: Optional[Sequence[str]]) -> torch.Tensor:
         if keys is None:
