@@ -90,6 +90,7 @@ def _read(pipeline: beam.Pipeline, plan: JobPlan, progress_folder: Optional[str]
             id_label=source.id_label,
             timestamp_attribute=source.timestamp_attribute,
             attributes_key=source.attributes_key,
+            stoppable=source.stoppable,
         )
     if files.format == "webdataset":
         layout = SampleLayout(

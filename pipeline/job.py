@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineResult
 
+from pipeline import local_streaming
 from pipeline.build import build
 from pipeline.cli.command import parse
 from pipeline.io import resume
@@ -60,7 +61,10 @@ def run_plan(
     # A local batch job runs inside `pipeline.run()`: the monitor's thread reports while it does.
     with ProgressMonitor(total_bytes, progress_interval_secs) if reports else nullcontext() as monitor:
         build(pipeline, plan, monitor.folder if monitor else None)
+        reads = local_streaming.prepare(pipeline)  # Pub/Sub reads that Ctrl-C stops on the local runner
         result = pipeline.run()
+        if reads:
+            result = local_streaming.LocalStreamingResult(result, reads)
         if wait:
             result.wait_until_finish()
     return result

@@ -9,6 +9,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from pipeline.build import SCORE_STEP
 from pipeline.io import records, resume
+from pipeline.local_streaming import LocalStreamingResult
 from transforms.reasons import first_line
 
 _LOGGER = logging.getLogger(__name__)
@@ -25,21 +26,34 @@ def summarize(result: PipelineResult) -> dict[str, int]:
 
 
 def report(result: PipelineResult) -> int:
-    """Waits for the job (Ctrl-C cancels a local one) and logs what became of every input record.
+    """Waits for the job and logs what became of every input record. Ctrl-C or SIGTERM stops a local streaming
+    job cleanly (no more pulls; what was pulled is written), a second Ctrl-C cancels it; Ctrl-C cancels a local
+    batch job.
 
     Returns the process exit code: 0; 1 when the job failed (e.g. Pub/Sub unreachable from the local
-    runner), after logging why and the counts so far; 130 when a Dataflow job was left running on Ctrl-C.
+    runner), after logging why and the counts so far; 130 when a Dataflow job was left running on Ctrl-C, or a
+    local streaming job was cancelled by a second Ctrl-C.
     """
     from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
 
-    failed = False
+    failed = cut_short = False
     try:
-        result.wait_until_finish()
+        if isinstance(result, LocalStreamingResult):
+            result.wait_or_drain_on_signal()  # the first Ctrl-C or SIGTERM: everything pulled is written
+        else:
+            result.wait_until_finish()
     except KeyboardInterrupt:
         if isinstance(result, DataflowPipelineResult):
             _LOGGER.info("Stopped waiting; the Dataflow job goes on running (gcloud dataflow jobs cancel stops it)")
             return 130
-        _LOGGER.info("Interrupted: cancelling the job")
+        if isinstance(result, LocalStreamingResult):
+            _LOGGER.warning(
+                "Interrupted again: cancelling the job. Messages pulled and not yet written are lost: the local "
+                "runner acknowledged them as it pulled them, so Pub/Sub will not deliver them again"
+            )
+            cut_short = True
+        else:
+            _LOGGER.info("Interrupted: cancelling the job")
         result.cancel()
     except Exception as exc:  # noqa: BLE001 - whatever stopped the job, say so and give the counts
         log_failure(exc)
@@ -48,7 +62,7 @@ def report(result: PipelineResult) -> int:
     logger = logging.getLogger("pipeline")
     logger.info(
         "%s: %d records read, %d scored, %d scored 0.0 with an error, %d dead-lettered, %d captions truncated",
-        "Stopped by the failure above" if failed else "Done",
+        "Stopped by the failure above" if failed else "Cancelled" if cut_short else "Done",
         counts.get("read", 0),
         counts.get("scored", 0),
         counts.get("failed", 0),
@@ -60,7 +74,7 @@ def report(result: PipelineResult) -> int:
     for name in sorted(counts):
         if name.startswith(("failed_", "dead_lettered_", "bigquery_", "webdataset_")) or name == resume.PARTS_DONE:
             logger.info("  %s: %d", name, counts[name])
-    return 1 if failed else 0
+    return 1 if failed else 130 if cut_short else 0
 
 
 def log_failure(exc: BaseException) -> None:

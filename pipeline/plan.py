@@ -40,13 +40,15 @@ class FileInput:
 
 @dataclass(frozen=True)
 class PubSubInput:
-    """A Pub/Sub subscription or topic, one JSON object per message (streaming)."""
+    """A Pub/Sub subscription or topic, one JSON object per message (streaming). `stoppable`: read with the job's
+    own reader for Beam's local streaming runner, which Ctrl-C and SIGTERM stop (`pipeline.local_streaming`)."""
 
     subscription: Optional[str]
     topic: Optional[str]
     id_label: Optional[str]
     timestamp_attribute: Optional[str]
     attributes_key: Optional[str]
+    stoppable: bool = False
 
     format = "pubsub"  # beside FileInput.format: what the records are read from
 

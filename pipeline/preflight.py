@@ -13,12 +13,18 @@ import os
 import sys
 from typing import Optional
 
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions, TestOptions
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    TestOptions,
+)
 
 from pipeline import dataflow
 from pipeline.cli.command import Flags
 from pipeline.cli.declarations import filtering, settings_from
-from pipeline.cli.kit import UsageError, is_local
+from pipeline.cli.kit import DEFAULT_LOCAL_STREAMING_RUNNER, UsageError, is_local
 from pipeline.io import bigquery, parquet, resume
 from pipeline.io.formats import DEFAULT_SAMPLES_PER_SHARD, input_format
 from pipeline.io.parts import InputProblem, plan_parts
@@ -44,7 +50,7 @@ def preflight(flags: Flags, *, save_main_session: bool = False) -> JobPlan:
     destinations = plan_destinations(flags)
     if local:
         _check_model_here(model)
-    source = _file_input(job, destinations.output, local) if job.input else _pubsub_input(job)
+    source = _file_input(job, destinations.output, local) if job.input else _pubsub_input(job, options)
     if isinstance(source, FileInput) and job.resume:
         _check_resumable(source, destinations.output)
     plan = JobPlan(
@@ -222,10 +228,12 @@ def _check_resumable(source: FileInput, output: str) -> None:
     )
 
 
-def _pubsub_input(job) -> PubSubInput:
+def _pubsub_input(job, options) -> PubSubInput:
     _LOGGER.info("Input: Pub/Sub %s", job.input_subscription or f"{job.input_topic} (temporary subscription)")
+    runner = options.view_as(StandardOptions).runner or ""
+    stoppable = runner.rsplit(".", 1)[-1] == DEFAULT_LOCAL_STREAMING_RUNNER  # Ctrl-C stops it cleanly
     return PubSubInput(
-        job.input_subscription, job.input_topic, job.id_label, job.timestamp_attribute, job.attributes_key
+        job.input_subscription, job.input_topic, job.id_label, job.timestamp_attribute, job.attributes_key, stoppable
     )
 
 

@@ -126,7 +126,8 @@ class OutputOptions:
     output: Optional[str] = setting(
         None,
         "path prefix of the scored JSONL files, local or gs://: <output>-SSSSS-of-NNNNN.jsonl; in streaming "
-        "one set per window, <output>-[START, END)-SSSSS-of-NNNNN.jsonl; WebDataset shards: <output>-NNNNN.tar",
+        "one per window, <output>-START-END-00000-of-00001.jsonl, its bounds in UTC (20261206T101500Z); "
+        "WebDataset shards: <output>-NNNNN.tar",
         label="Output files prefix",
         param_type="GCS_WRITE_FILE",
         regex=GCS_PATH,

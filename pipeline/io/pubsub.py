@@ -7,12 +7,17 @@ from typing import Optional
 
 import apache_beam as beam
 
+from pipeline import local_streaming
 from pipeline.io import records
 from pipeline.io.records import to_json
 
 
 class ReadPubSubRecords(beam.PTransform):
-    """Reads JSON messages from a subscription or a topic (streaming); attributes can be kept on the record."""
+    """Reads JSON messages from a subscription or a topic (streaming); attributes can be kept on the record.
+
+    `stoppable`: on Beam's local streaming runner, read with `local_streaming.StoppableRead`, which a
+    `LocalStreamingResult.drain()` (Ctrl-C, SIGTERM) stops so that what was pulled is still written.
+    """
 
     def __init__(
         self,
@@ -22,6 +27,7 @@ class ReadPubSubRecords(beam.PTransform):
         id_label: Optional[str] = None,
         timestamp_attribute: Optional[str] = None,
         attributes_key: Optional[str] = None,
+        stoppable: bool = False,
     ):
         super().__init__()
         if (subscription is None) == (topic is None):
@@ -31,14 +37,18 @@ class ReadPubSubRecords(beam.PTransform):
         self._id_label = id_label
         self._timestamp_attribute = timestamp_attribute
         self._attributes_key = attributes_key
+        self._stoppable = stoppable
 
     def expand(self, begin: beam.pvalue.PBegin):
-        messages = begin | "ReadFromPubSub" >> beam.io.ReadFromPubSub(
+        read = beam.io.ReadFromPubSub(
             topic=self._topic,
             subscription=self._subscription,
             id_label=self._id_label,
             with_attributes=True,
         )
+        if self._stoppable:
+            read = local_streaming.StoppableRead(read._source)
+        messages = begin | "ReadFromPubSub" >> read
         return messages | "Parse" >> records.ParsePubSubMessages(
             self._subscription or self._topic, self._attributes_key, self._timestamp_attribute
         )

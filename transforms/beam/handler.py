@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from typing import Any, Iterable, NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -96,18 +97,13 @@ class LongCLIPModelHandler(ModelHandler[PreparedPair, PredictionResult, LongCLIP
         return self._input_sizes
 
     def load_model(self) -> LongCLIPScorer:
-        settings = self.settings
-        scorer = LongCLIPScorer.from_checkpoint(
-            resolve_checkpoint(settings.model),
-            settings.device,
-            settings.precision,
-            stored_weights=settings.stored_weights,
-            max_concurrent_batches=settings.max_concurrent_batches,
-        )
+        """The model of this process: loaded on first call, then the same one for every DoFn instance that asks
+        with the same checkpoint and settings (see `_ProcessModel`)."""
+        scorer = _PROCESS_MODEL.get(self.settings)
         sizes = self._input_sizes
         if sizes is not None and sizes != InputSizes(scorer.image_resolution, scorer.context_length):
             raise CheckpointFormatError(
-                f"checkpoint {settings.model} takes {scorer.image_resolution}-pixel images and "
+                f"checkpoint {self.settings.model} takes {scorer.image_resolution}-pixel images and "
                 f"{scorer.context_length}-token captions, but the pipeline prepares records for "
                 f"{sizes.image_resolution} and {sizes.context_length}: pass the matching image_resolution and "
                 "context_length (or leave both out), and refresh only to checkpoints of the same sizes"
@@ -202,6 +198,60 @@ def _caption_scores(
         out.append(CaptionScores(score, chunk_scores, sentence_scores, image_embedding, text_embedding))
         start += chunks + sentences
     return out
+
+
+class _ProcessModel:
+    """The model loaded in this process, kept for as long as the settings it was loaded with are asked for.
+
+    Beam's `RunInference` keeps a model through `shared.Shared`, which holds it only while a DoFn instance does
+    (or until another `Shared` is acquired); Beam's local streaming runner makes a DoFn instance per bundle and
+    tears it down after, so each bundle loaded the model again (a 1.7 GB LongCLIP-L each time). One model per
+    process instead: loaded again only when the checkpoint (a model refresh, or the file changed) or the
+    settings change, which the log says; the one before is let go first.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # held while loading: a second DoFn asking waits for the first one's model
+        self._key: Optional[dict[str, object]] = None
+        self._scorer: Optional[LongCLIPScorer] = None
+
+    def get(self, settings: ModelSettings) -> LongCLIPScorer:
+        path = resolve_checkpoint(settings.model)
+        stat = path.stat()
+        key = {
+            "checkpoint": str(path),
+            "checkpoint file": (stat.st_size, stat.st_mtime_ns),
+            "device": settings.device,
+            "precision": settings.precision,
+            "stored_weights": settings.stored_weights,
+            "max_concurrent_batches": settings.max_concurrent_batches,
+        }
+        with self._lock:
+            if self._scorer is not None and key == self._key:
+                return self._scorer
+            if self._key is not None:
+                _LOGGER.info("Loading LongCLIP again in this process: %s; the one before goes", _why(self._key, key))
+            self._key, self._scorer = None, None  # memory for one model at a time
+            self._scorer = LongCLIPScorer.from_checkpoint(
+                path,
+                settings.device,
+                settings.precision,
+                stored_weights=settings.stored_weights,
+                max_concurrent_batches=settings.max_concurrent_batches,
+            )
+            self._key = key
+            return self._scorer
+
+
+_PROCESS_MODEL = _ProcessModel()
+
+
+def _why(before: dict[str, object], now: dict[str, object]) -> str:
+    """What differs between two models' keys, in words."""
+    if before["checkpoint"] == now["checkpoint"] and before["checkpoint file"] != now["checkpoint file"]:
+        return f"{now['checkpoint']} changed on disk"
+    changed = [name for name in now if name != "checkpoint file" and now[name] != before[name]]
+    return ", ".join(f"{name} is now {now[name]} (was {before[name]})" for name in changed)
 
 
 def _unique_images(

@@ -3,10 +3,14 @@ part that holds its first byte; which reader a file pattern needs: by its extens
 
 import gzip
 import json
+import re
+import time
+from datetime import datetime, timezone
 
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing import test_stream
 
 from pipeline.io import jsonl
 from pipeline.io.formats import input_format
@@ -68,3 +72,39 @@ def test_every_line_once_read_by_its_part(tmp_path):
 )
 def test_input_format_follows_the_extension_unless_chosen(pattern, chosen, expected):
     assert input_format(pattern, chosen) == expected
+
+
+@pytest.mark.parametrize("window_seconds", [2, 0.25])
+def test_streaming_files_are_named_after_their_window_in_words_a_shell_takes(tmp_path, window_seconds):
+    """`<prefix>-<start>-<end>-SSSSS-of-NNNNN.jsonl`, the window's bounds in UTC: no brackets, commas or spaces
+    (Beam names them `<prefix>-[1796569500.0, 1796569510.0)-…`); windows shorter than a second keep their fraction."""
+    stream = test_stream.TestStream()
+    for n in range(6):
+        stream = stream.add_elements([{"n": n}])
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
+    with beam.Pipeline(options=options) as pipeline:
+        (
+            pipeline
+            | stream.advance_watermark_to_infinity()
+            | "Slowly" >> beam.Map(lambda record: (time.sleep(0.1), record)[1])  # the writer stamps arrival times
+            | jsonl.WriteJsonLines(str(tmp_path / "scored"), window_seconds)
+        )
+
+    names = sorted(path.name for path in tmp_path.glob("scored-*"))
+    assert names, list(tmp_path.iterdir())
+    written = []
+    for name in names:
+        match = re.fullmatch(r"scored-(\d{8}T\d{6}(?:\.\d+)?Z)-(\d{8}T\d{6}(?:\.\d+)?Z)-00000-of-00001\.jsonl", name)
+        assert match, name
+        start, end = (_utc_seconds(bound) for bound in match.groups())
+        assert end - start == pytest.approx(window_seconds)
+        assert start / window_seconds == pytest.approx(round(start / window_seconds), abs=1e-6)
+        written += [json.loads(line)["n"] for line in (tmp_path / name).read_text().splitlines()]
+    assert sorted(written) == list(range(6))
+
+
+def _utc_seconds(bound: str) -> float:
+    """`20261206T101500Z` or `20261206T101500.25Z` as seconds since the epoch."""
+    whole, _, fraction = bound.rstrip("Z").partition(".")
+    moment = datetime.strptime(whole, "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc)
+    return moment.timestamp() + float(f"0.{fraction or 0}")

@@ -2,9 +2,15 @@
 sizes come from the header or the settings, a checkpoint that does not fit them is refused, and faults inside
 the model are isolated to the records that cause them."""
 
+import logging
+import os
+import pickle
 import shutil
 
+import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing import test_stream
 
 from tests.support.faults import POISON, FaultyHandler, read_calls
 from tests.support.reference_longclip import reference_score
@@ -14,6 +20,7 @@ from transforms import (
     InferenceFailure,
     LongCLIPModelHandler,
     ModelSettings,
+    ScoreLongCLIP,
     ScoreWithEmbeddings,
 )
 from transforms.beam.handler import _unique_images
@@ -114,3 +121,46 @@ def test_embeddings_come_when_asked_for_as_an_inference_arg(longclip_checkpoint,
     handler.validate_inference_args({"embeddings": True})
     with pytest.raises(ValueError, match="only the inference_arg 'embeddings', got \\['temperature'\\]"):
         handler.validate_inference_args({"temperature": 1.0})
+
+
+@pytest.mark.slow
+def test_one_model_per_process_across_the_bundles_of_the_local_streaming_runner(
+    tmp_path, longclip_checkpoint, good_images, caplog
+):
+    """Beam's local streaming runner makes a RunInference DoFn per bundle and tears it down after; the model
+    must still be loaded once (it was loaded for each bundle: a 1.7 GB LongCLIP-L each time)."""
+    checkpoint = tmp_path / "own.pt"  # a checkpoint no other test has loaded in this process
+    shutil.copy(longclip_checkpoint, checkpoint)
+    stream = test_stream.TestStream()
+    for n in range(4):  # each its own bundle
+        stream = stream.add_elements([{"n": n, "image_path": str(good_images["rgb.png"]), "text": "a cat"}])
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
+    with caplog.at_level(logging.INFO, logger="transforms"):
+        with beam.Pipeline(options=options) as pipeline:
+            scored = pipeline | stream.advance_watermark_to_infinity() | ScoreLongCLIP(str(checkpoint))
+            scored | beam.Map(lambda record, out=str(tmp_path / "scored"): open(out, "a").write(f"{record['n']}\n"))
+    assert sorted((tmp_path / "scored").read_text().split()) == ["0", "1", "2", "3"]
+    loads = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Loaded LongCLIP checkpoint")]
+    assert len(loads) == 1, loads
+
+
+def test_the_model_is_loaded_again_only_when_its_checkpoint_or_settings_change_and_the_log_says_why(
+    tmp_path, longclip_checkpoint, caplog
+):
+    checkpoint = tmp_path / "own.pt"
+    shutil.copy(longclip_checkpoint, checkpoint)
+    handler = LongCLIPModelHandler(ModelSettings(model=str(checkpoint), device="cpu"))
+    with caplog.at_level(logging.INFO, logger="transforms"):
+        first = handler.load_model()
+        caplog.clear()  # what came before: the model another test left in this process
+        assert pickle.loads(pickle.dumps(handler)).load_model() is first  # another DoFn's copy of the handler
+        bf16 = LongCLIPModelHandler(ModelSettings(model=str(checkpoint), device="cpu", precision="bf16")).load_model()
+        os.utime(checkpoint, ns=(0, 0))
+        again = handler.load_model()
+    assert bf16 is not first and again is not bf16
+    messages = [r.getMessage() for r in caplog.records if "LongCLIP" in r.getMessage()]
+    assert sum(m.startswith("Loaded LongCLIP checkpoint") for m in messages) == 2, messages
+    assert [m for m in messages if m.startswith("Loading LongCLIP again")] == [
+        "Loading LongCLIP again in this process: precision is now bf16 (was fp32); the one before goes",
+        f"Loading LongCLIP again in this process: {checkpoint} changed on disk; the one before goes",
+    ]
