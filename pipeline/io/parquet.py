@@ -64,7 +64,8 @@ class _CountRead(beam.DoFn):
 def read_schema(file_pattern: str) -> pa.Schema:
     """The columns of the Parquet files matching `file_pattern`, unified (read from their footers only).
 
-    Raises ValueError when no file matches or their columns cannot be unified (same name, other type).
+    Raises ValueError when no file matches, a file's footer cannot be read, or their columns cannot be unified
+    (same name, other type).
     """
     (match,) = FileSystems.match([file_pattern])
     paths = [metadata.path for metadata in match.metadata_list]
@@ -72,8 +73,11 @@ def read_schema(file_pattern: str) -> pa.Schema:
         raise ValueError(f"no file matches {file_pattern}")
 
     def schema(path: str) -> pa.Schema:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            return pq.read_schema(stream).remove_metadata()
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+                return pq.read_schema(stream).remove_metadata()
+        except (pa.ArrowException, OSError) as exc:
+            raise ValueError(f"{path} is not a readable Parquet file ({exc}): replace or remove it") from None
 
     with ThreadPoolExecutor(max_workers=16) as pool:  # footers of remote files: one or two reads each
         schemas = list(pool.map(schema, paths))

@@ -173,3 +173,20 @@ def test_a_filtered_parquet_job_writes_its_rejected_rows_as_parquet_with_the_cut
     assert all(row["longclip_score"] < cutoff for row in rejected)
     assert [row["longclip_score_reason"] for row in rejected if row["id"] == len(names)] == ["image_not_found"]
     assert "Filter: 3 kept, 4 rejected" in done.stderr
+
+
+@pytest.mark.parametrize("output_format", ["jsonl", "parquet"])
+def test_a_file_that_is_not_parquet_stops_the_job_before_it_starts_whatever_the_output(
+    tmp_path, longclip_checkpoint, good_images, output_format
+):
+    """It used to fail before the start with Parquet output (exit 2) but at run time with JSONL (exit 1)."""
+    pq.write_table(pa.table({"image_path": [str(good_images["rgb.png"])], "text": ["a"]}), tmp_path / "a.parquet")
+    (tmp_path / "b.parquet").write_bytes(b"PAR1 not Parquet at all PAR1")
+    done = run_job(
+        "--input", str(tmp_path / "*.parquet"), "--output", str(tmp_path / "out" / "scored"),
+        "--output_format", output_format, "--model", str(longclip_checkpoint),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert "--input:" in line and "b.parquet" in line and "not a readable Parquet file" in line, line
+    assert not (tmp_path / "out").exists()
