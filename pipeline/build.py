@@ -114,14 +114,7 @@ def _write_scored(plan: JobPlan, scored, rejected, dead_letters: list) -> None:
     """Scored (and rejected) rows to files and tables; rows BigQuery refuses join `dead_letters`."""
     destinations, fields = plan.destinations, plan.scoring.fields
     if destinations.output and destinations.output_format == "parquet":
-        key_columns = ("__key__", "__url__") if plan.source.format == "webdataset" else ()
-        scored_table, rejected_table = (
-            parquet.ScoredTable(fields, input_schema=plan.input_schema, key_columns=key_columns, with_cutoff=cutoff)
-            for cutoff in (False, True)
-        )
-        scored | "WriteScored" >> parquet.WriteParquet(destinations.output, scored_table)
-        if rejected is not None and destinations.rejected_output:
-            rejected | "WriteRejected" >> parquet.WriteParquet(destinations.rejected_output, rejected_table)
+        _write_parquet(plan, scored, rejected)
     else:
         if destinations.output:
             scored | "WriteScored" >> WriteJsonLines(destinations.output, destinations.window_seconds)
@@ -142,6 +135,27 @@ def _write_scored(plan: JobPlan, scored, rejected, dead_letters: list) -> None:
             | "WriteRejectedToBigQuery"
             >> bigquery.WriteRows(destinations.rejected_table, bigquery.rejected_schema(fields.embeddings))
         )
+
+
+def _write_parquet(plan: JobPlan, scored, rejected) -> None:
+    """Scored (and rejected) rows as Parquet files: the input's columns when it is Parquet, else columns typed
+    from every record, kept and rejected alike, so both have the same columns."""
+    destinations = plan.destinations
+    key_columns = ("__key__", "__url__") if plan.source.format == "webdataset" else ()
+    outputs = [("Scored", scored, destinations.output, False)]
+    if rejected is not None and destinations.rejected_output:
+        outputs.append(("Rejected", rejected, destinations.rejected_output, True))
+    tables = {
+        name: parquet.ScoredTable(
+            plan.scoring.fields, input_schema=plan.input_schema, key_columns=key_columns, with_cutoff=cutoff
+        )
+        for name, _, _, cutoff in outputs
+    }
+    shape = None
+    if tables["Scored"].infers:
+        shape = tuple(pcoll for _, pcoll, _, _ in outputs) | "ParquetShape" >> parquet.InferColumns(tables["Scored"])
+    for name, pcoll, prefix, _ in outputs:
+        pcoll | f"Write{name}" >> parquet.WriteParquet(prefix, tables[name], shape)
 
 
 def _write_dead_letters(destinations: Destinations, dead_letter) -> None:
