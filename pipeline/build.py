@@ -119,14 +119,7 @@ def _write_scored(plan: JobPlan, scored, rejected, dead_letters: list) -> None:
     if destinations.output_format == "webdataset":
         scored, rejected = _write_shards(destinations, OutputFields.of(fields), scored, rejected, dead_letters)
     elif destinations.output and destinations.output_format == "parquet":
-        key_columns = ("__key__", "__url__") if plan.source.format == "webdataset" else ()
-        scored_table, rejected_table = (
-            parquet.ScoredTable(fields, input_schema=plan.input_schema, key_columns=key_columns, with_cutoff=cutoff)
-            for cutoff in (False, True)
-        )
-        scored | "WriteScored" >> parquet.WriteParquet(destinations.output, scored_table)
-        if rejected is not None and destinations.rejected_output:
-            rejected | "WriteRejected" >> parquet.WriteParquet(destinations.rejected_output, rejected_table)
+        _write_parquet(plan, scored, rejected)
     else:
         if destinations.output:
             scored | "WriteScored" >> WriteJsonLines(destinations.output, destinations.window_seconds)
@@ -164,6 +157,27 @@ def _write_shards(destinations: Destinations, outputs: OutputFields, scored, rej
 
 def _without_offset(record: dict) -> dict:
     return {key: value for key, value in record.items() if key != OFFSET_KEY}
+
+
+def _write_parquet(plan: JobPlan, scored, rejected) -> None:
+    """Scored (and rejected) rows as Parquet files: the input's columns when it is Parquet, else columns typed
+    from every record, kept and rejected alike, so both have the same columns."""
+    destinations = plan.destinations
+    key_columns = ("__key__", "__url__") if plan.source.format == "webdataset" else ()
+    outputs = [("Scored", scored, destinations.output, False)]
+    if rejected is not None and destinations.rejected_output:
+        outputs.append(("Rejected", rejected, destinations.rejected_output, True))
+    tables = {
+        name: parquet.ScoredTable(
+            plan.scoring.fields, input_schema=plan.input_schema, key_columns=key_columns, with_cutoff=cutoff
+        )
+        for name, _, _, cutoff in outputs
+    }
+    shape = None
+    if tables["Scored"].infers:
+        shape = tuple(pcoll for _, pcoll, _, _ in outputs) | "ParquetShape" >> parquet.InferColumns(tables["Scored"])
+    for name, pcoll, prefix, _ in outputs:
+        pcoll | f"Write{name}" >> parquet.WriteParquet(prefix, tables[name], shape)
 
 
 def _write_dead_letters(destinations: Destinations, dead_letter) -> None:

@@ -115,7 +115,7 @@ class JobPlan:
     resume: bool
     local: bool
     beam: Any = field(compare=False)  # Beam's PipelineOptions, defaults included
-    # The Parquet input's own columns (from the files' footers), which Parquet output keeps.
+    # The Parquet input's own columns (from the files' footers, read for every Parquet job), which Parquet output keeps.
     input_schema: Any = field(default=None, compare=False)
 
     @property

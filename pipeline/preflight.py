@@ -63,7 +63,7 @@ def preflight(flags: Flags, *, save_main_session: bool = False) -> JobPlan:
         resume=job.resume,
         local=local,
         beam=beam,
-        input_schema=_input_schema(source, destinations),
+        input_schema=_input_schema(source),
     )
     _log_destinations(plan)
     return plan
@@ -237,9 +237,10 @@ def _pubsub_input(job, options) -> PubSubInput:
     )
 
 
-def _input_schema(source, destinations: Destinations):
-    """The Parquet input's columns, which Parquet output keeps (read from the files' footers, once)."""
-    if not (isinstance(source, FileInput) and source.format == "parquet" and destinations.output_format == "parquet"):
+def _input_schema(source):
+    """The Parquet input's columns, which Parquet output keeps, read from the files' footers, once, whatever the
+    output: a file that is not Parquet stops every job here, not some of them when the file is reached."""
+    if not (isinstance(source, FileInput) and source.format == "parquet"):
         return None
     try:
         return parquet.read_schema(source.pattern)

@@ -7,12 +7,16 @@ import datetime
 import decimal
 import json
 import math
+import re
+import secrets
+import uuid
 from typing import Iterator, Mapping, Optional, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
 
+from pipeline.io import values
 from pipeline.io.lines import LongLine
 
 METRICS_NAMESPACE = "pipeline"
@@ -66,9 +70,15 @@ def to_json(value) -> str:
     """Strict JSON text on one line: NaN and ±Infinity, which Python's parser accepts, are written as the
     strings "NaN", "Infinity" and "-Infinity", so every reader (BigQuery, `bq load`, JavaScript) takes the
     output; U+0085, U+2028 and U+2029 are escaped, since `str.splitlines()` and others break lines there.
-    Values of Parquet columns that JSON lacks: times and dates in ISO 8601, decimals as strings, durations in
-    seconds, bytes in base64 (as BigQuery writes its BYTES in JSON)."""
-    text = json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, default=_json_default)
+    Values of Parquet columns that JSON lacks (docs/formats.md): timestamps, times and dates in ISO 8601 with
+    their unit's digits, durations as exact numbers of seconds, decimals as strings, bytes in base64 (as
+    BigQuery writes its BYTES in JSON), extension types as strings."""
+    numbers: list[str] = []  # exact number texts json.dumps cannot write, put in by their marks
+    text = json.dumps(
+        _finite(value), ensure_ascii=False, allow_nan=False, default=lambda item: _json_default(item, numbers)
+    )
+    if numbers:
+        text = _NUMBER_MARK.sub(lambda match: numbers[int(match.group(1))], text)
     return text.translate(_LINE_BREAKS) if not text.isascii() else text
 
 
@@ -78,9 +88,20 @@ def text_value(value) -> Optional[str]:
 
 
 _LINE_BREAKS = {ord(character): f"\\u{ord(character):04x}" for character in "\x85\u2028\u2029"}
+# A JSON string no record holds (a private-use character and a nonce drawn at start), standing for a number.
+_NONCE = secrets.token_hex(8)
+_NUMBER_MARK = re.compile(f'"\ue000{_NONCE}(\\d+)"')
 
 
-def _json_default(value):
+def _json_default(value, numbers: list[str]):
+    if isinstance(value, values.Duration):
+        numbers.append(value.json_value())
+        return f"\ue000{_NONCE}{len(numbers) - 1}"
+    if isinstance(value, (values.Timestamp, values.TimeOfDay, values.Day)):
+        return value.json_value()
+    if isinstance(value, values.Extension):
+        text = value.text()
+        return text if text is not None else to_json(value.storage)
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
@@ -89,6 +110,8 @@ def _json_default(value):
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, datetime.timedelta):
         return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
     raise TypeError(f"{type(value).__name__} values cannot be written as JSON")
 
 

@@ -17,11 +17,12 @@ from typing import Any, Iterable, NamedTuple, Optional
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io import ReadAllFromParquet, ReadAllFromText
+from apache_beam.io import ReadAllFromParquetBatched, ReadAllFromText
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton
 from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
+from pipeline.io.arrow import table_rows
 from pipeline.report.thumbnails import thumbnails
 from transforms import ImageSettings, OutputFields, RecordFields
 from transforms.inputs.tokenizer import LongCLIPTokenizer
@@ -61,7 +62,12 @@ class ReadScoredRows(beam.PTransform):
                 | "ParseJson" >> beam.FlatMap(_parse_line)
             )
         if parquet:
-            parts.append(begin | "ParquetFiles" >> beam.Create(parquet) | "ReadParquet" >> ReadAllFromParquet())
+            parts.append(
+                begin
+                | "ParquetFiles" >> beam.Create(parquet)
+                | "ReadParquet" >> ReadAllFromParquetBatched()
+                | "Rows" >> beam.FlatMap(table_rows)  # every valid value, as the job reads them
+            )
         if not parts:
             return begin | "NoFiles" >> beam.Create([])
         return parts | "AllRows" >> beam.Flatten()
