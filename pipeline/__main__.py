@@ -30,7 +30,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_JobLogs())
     from pipeline.job import run_plan
-    from pipeline.outcome import log_failure, report
+    from pipeline.outcome import finish_record, log_failure, report
     from pipeline.preflight import preflight
 
     try:
@@ -41,8 +41,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = run_plan(plan, wait=False)
     except Exception as exc:  # noqa: BLE001 - a local batch job runs within run_plan(): say what stopped it
         log_failure(exc)
+        finish_record(plan, None, 1)
         return 1
-    return report(result)
+    return report(result, plan)
 
 
 class _JobLogs(logging.Filter):

@@ -16,6 +16,7 @@ from pipeline.io.jsonl import ReadJsonLines, WriteJsonLines
 from pipeline.io.pubsub import PublishJson, ReadPubSubRecords
 from pipeline.io.webdataset import ReadWebDataset, SampleLayout
 from pipeline.plan import Destinations, JobPlan
+from pipeline.runs import store
 from transforms.beam.score import ScoreLongCLIP
 from transforms.outputs import OutputFields
 
@@ -119,9 +120,10 @@ def _write_scored(plan: JobPlan, scored, rejected, dead_letters: list) -> None:
             parquet.ScoredTable(fields, input_schema=plan.input_schema, key_columns=key_columns, with_cutoff=cutoff)
             for cutoff in (False, True)
         )
-        scored | "WriteScored" >> parquet.WriteParquet(destinations.output, scored_table)
+        metadata = store.parquet_metadata(plan.run_record) if plan.run_record else None
+        scored | "WriteScored" >> parquet.WriteParquet(destinations.output, scored_table, metadata)
         if rejected is not None and destinations.rejected_output:
-            rejected | "WriteRejected" >> parquet.WriteParquet(destinations.rejected_output, rejected_table)
+            rejected | "WriteRejected" >> parquet.WriteParquet(destinations.rejected_output, rejected_table, metadata)
     else:
         if destinations.output:
             scored | "WriteScored" >> WriteJsonLines(destinations.output, destinations.window_seconds)

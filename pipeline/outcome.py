@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, Mapping, Optional
 
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline.build import SCORE_STEP
 from pipeline.io import records, resume
+from pipeline.runs import record, store
 from transforms.reasons import first_line
 
 _LOGGER = logging.getLogger(__name__)
@@ -24,15 +26,16 @@ def summarize(result: PipelineResult) -> dict[str, int]:
     return counts
 
 
-def report(result: PipelineResult) -> int:
-    """Waits for the job (Ctrl-C cancels a local one) and logs what became of every input record.
+def report(result: PipelineResult, plan: Optional[Any] = None) -> int:
+    """Waits for the job (Ctrl-C cancels a local one) and logs what became of every input record; with the job's
+    `plan`, also writes the run record (`conclude`).
 
     Returns the process exit code: 0; 1 when the job failed (e.g. Pub/Sub unreachable from the local
     runner), after logging why and the counts so far; 130 when a Dataflow job was left running on Ctrl-C.
     """
     from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
 
-    failed = False
+    failed = cancelled = False
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:
@@ -41,6 +44,7 @@ def report(result: PipelineResult) -> int:
             return 130
         _LOGGER.info("Interrupted: cancelling the job")
         result.cancel()
+        cancelled = True
     except Exception as exc:  # noqa: BLE001 - whatever stopped the job, say so and give the counts
         log_failure(exc)
         failed = True
@@ -60,7 +64,22 @@ def report(result: PipelineResult) -> int:
     for name in sorted(counts):
         if name.startswith(("failed_", "dead_lettered_", "bigquery_")) or name == resume.PARTS_DONE:
             logger.info("  %s: %d", name, counts[name])
-    return 1 if failed else 0
+    code = 1 if failed else 0
+    return code if plan is None else conclude(result, plan, counts, code, cancelled=cancelled)
+
+
+def conclude(result: Any, plan: Any, counts: Mapping[str, int], code: int, *, cancelled: bool = False) -> int:
+    """The end of a planned job: the run record written with the counts. Returns the exit code."""
+    finish_record(plan, counts, code, cancelled=cancelled)
+    return code
+
+
+def finish_record(plan: Any, counts: Optional[Mapping[str, int]], code: int, *, cancelled: bool = False) -> None:
+    """Writes the plan's run record, finished, beside every output."""
+    if plan.run_record is None:
+        return
+    status = record.CANCELLED if cancelled else record.status_of(code)
+    store.write_all(plan.destinations, record.finish(plan.run_record, counts, code, status), finished=True)
 
 
 def log_failure(exc: BaseException) -> None:

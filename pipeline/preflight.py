@@ -23,6 +23,7 @@ from pipeline.io import bigquery, parquet, resume
 from pipeline.io.formats import input_format
 from pipeline.io.parts import InputProblem, plan_parts
 from pipeline.plan import Destinations, FileInput, JobPlan, KeepFilter, PubSubInput, Scoring
+from pipeline.runs import record, store
 from transforms.inputs.locations import has_scheme, local_path
 from transforms.model.architecture import read_architecture
 from transforms.model.device import pick_device
@@ -36,6 +37,7 @@ _LOGGER = logging.getLogger(__name__)
 
 def preflight(flags: Flags, *, save_main_session: bool = False) -> JobPlan:
     """The plan of the job `flags` describe. Raises `UsageError`."""
+    started_at = record.now()
     job, options = flags.job, flags.beam
     local = is_local(options)
     settings = settings_from(job)
@@ -58,8 +60,23 @@ def preflight(flags: Flags, *, save_main_session: bool = False) -> JobPlan:
         beam=beam,
         input_schema=_input_schema(source, destinations),
     )
+    plan = _with_run_record(plan, flags, started_at)
     _log_destinations(plan)
     return plan
+
+
+def _with_run_record(plan: JobPlan, flags: Flags, started_at: str) -> JobPlan:
+    """The plan with its run record (the checkpoint hashed once, here); `<output_table>_runs` made or checked."""
+    if plan.destinations.output_table and not flags.beam.view_as(TestOptions).dry_run:
+        try:
+            store.ensure_runs_table(plan.destinations.output_table, None)
+        except Exception as exc:  # as for the other tables: missing dataset, wrong columns, no credentials
+            raise UsageError(f"--output_table: {exc}") from None
+    try:
+        run = record.start(plan, flags.beam_args, started_at)
+    except (CheckpointNotFoundError, CheckpointFormatError, OSError) as exc:
+        raise UsageError(f"--model: cannot read the checkpoint for the run record: {exc}") from None
+    return dataclasses.replace(plan, run_record=run)
 
 
 def workers(flags: Flags, model: ModelSettings, *, save_main_session: bool = False):

@@ -148,12 +148,14 @@ def _without_image_bytes(column: pa.Field, image_key: str) -> pa.Field:
 
 
 class WriteParquet(beam.PTransform):
-    """Writes scored records as `<prefix>-SSSSS-of-NNNNN.parquet` (batch only), one row each."""
+    """Writes scored records as `<prefix>-SSSSS-of-NNNNN.parquet` (batch only), one row each; `metadata`: the
+    files' key-value metadata (the job's run record)."""
 
-    def __init__(self, file_path_prefix: str, table: ScoredTable):
+    def __init__(self, file_path_prefix: str, table: ScoredTable, metadata: Optional[Mapping[str, str]] = None):
         super().__init__()
         self._prefix = file_path_prefix
         self._table = table
+        self._metadata = metadata
 
     def expand(self, scored: beam.PCollection):
         if not scored.is_bounded:
@@ -164,7 +166,7 @@ class WriteParquet(beam.PTransform):
             | "WriteParquet"
             >> beam.io.WriteToParquet(
                 self._prefix,
-                self._table.schema,
+                self._table.schema.with_metadata(self._metadata) if self._metadata else self._table.schema,
                 row_group_buffer_size=ROW_GROUP_BYTES,
                 record_batch_size=ROWS_PER_BATCH,
                 file_name_suffix=".parquet",
