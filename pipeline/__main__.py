@@ -18,7 +18,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parses the command line once, checks and plans the job, runs it and says what became of every record.
 
     Returns the exit code: 0; 1 when the job failed; 2 for a usage error (one line saying what and how to fix
-    it); 130 when a Dataflow job was left running on Ctrl-C.
+    it); 3 when nothing worked (every record failed, or more than --max_failed_fraction); 130 when a Dataflow
+    job was left running on Ctrl-C.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Optional
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
+from pipeline import failure_rate
 from pipeline.build import SCORE_STEP
 from pipeline.io import records, resume
 from pipeline.runs import record, store
@@ -28,10 +29,11 @@ def summarize(result: PipelineResult) -> dict[str, int]:
 
 def report(result: PipelineResult, plan: Optional[Any] = None) -> int:
     """Waits for the job (Ctrl-C cancels a local one) and logs what became of every input record; with the job's
-    `plan`, also writes the run record (`conclude`).
+    `plan`, also says when nothing worked and writes the run record (`conclude`).
 
     Returns the process exit code: 0; 1 when the job failed (e.g. Pub/Sub unreachable from the local
-    runner), after logging why and the counts so far; 130 when a Dataflow job was left running on Ctrl-C.
+    runner), after logging why and the counts so far; 3 when nothing worked (`pipeline.failure_rate`); 130
+    when a Dataflow job was left running on Ctrl-C.
     """
     from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
 
@@ -69,7 +71,18 @@ def report(result: PipelineResult, plan: Optional[Any] = None) -> int:
 
 
 def conclude(result: Any, plan: Any, counts: Mapping[str, int], code: int, *, cancelled: bool = False) -> int:
-    """The end of a planned job: the run record written with the counts. Returns the exit code."""
+    """The end of a planned job: exit code 3 with hints when nothing worked (batch), and the run record written
+    with the counts. Returns the exit code."""
+    if code == 0 and not cancelled and plan.files is not None:
+        code, lines = failure_rate.verdict(
+            counts,
+            plan.max_failed_fraction,
+            plan.scoring.fields,
+            plan.scoring.images,
+            failure_rate.fields_seen(result),
+        )
+        for line in lines:
+            _LOGGER.error("%s", line)
     finish_record(plan, counts, code, cancelled=cancelled)
     return code
 

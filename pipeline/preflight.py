@@ -59,6 +59,7 @@ def preflight(flags: Flags, *, save_main_session: bool = False) -> JobPlan:
         local=local,
         beam=beam,
         input_schema=_input_schema(source, destinations),
+        max_failed_fraction=job.max_failed_fraction,
     )
     plan = _with_run_record(plan, flags, started_at)
     _log_destinations(plan)

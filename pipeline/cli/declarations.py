@@ -176,6 +176,14 @@ class OutputOptions:
         "same flags goes on where it stopped",
         label="Resume",
     )
+    max_failed_fraction: float = setting(
+        1.0,
+        "batch: end with exit code 3 (and hints at the usual causes) when more than this fraction of the records "
+        "read failed or were dead-lettered; 1.0: only when all of them did",
+        label="Failed fraction for exit code 3",
+        minimum=0,
+        maximum=1,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
