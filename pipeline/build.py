@@ -9,7 +9,7 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline import failure_rate, progress
+from pipeline import failure_rate, progress, retry
 from pipeline.filters.keep import KeepByScore
 from pipeline.io import bigquery, parquet, records, resume
 from pipeline.io.jsonl import ReadJsonLines, WriteJsonLines
@@ -46,6 +46,8 @@ def build(pipeline: beam.Pipeline, plan: JobPlan, progress_folder: Optional[str]
             | "ProgressReadDeadLetters" >> beam.ParDo(progress.CountProgress(progress_folder, progress.READ))
         ]
     read = read | "NoteFields" >> beam.ParDo(failure_rate.NoteFields())  # for the hints when nothing works
+    if plan.retry_failed:
+        read, kept = read | "SplitForRetry" >> retry.SplitForRetry(scoring.fields)
     if progress_folder:
         # Counted before any Flatten: the FnApiRunner runs what follows a Flatten only once all before it is done.
         outcomes = read | SCORE_STEP >> score.with_exception_handling()
@@ -59,6 +61,8 @@ def build(pipeline: beam.Pipeline, plan: JobPlan, progress_folder: Optional[str]
         ]
     else:
         scored = read | SCORE_STEP >> score
+    if plan.retry_failed:
+        scored = retry.rejoin(scored, kept, scoring.fields)
     if plan.files is None:
         _ = scored | "WarnWhenAllFail" >> failure_rate.WarnWhenAllFail(scoring.fields)
     destinations = plan.destinations

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline import failure_rate
+from pipeline import failure_rate, retry
 from pipeline.build import SCORE_STEP
 from pipeline.io import records, resume
 from pipeline.runs import record, store
@@ -71,8 +71,10 @@ def report(result: PipelineResult, plan: Optional[Any] = None) -> int:
 
 
 def conclude(result: Any, plan: Any, counts: Mapping[str, int], code: int, *, cancelled: bool = False) -> int:
-    """The end of a planned job: exit code 3 with hints when nothing worked (batch), and the run record written
-    with the counts. Returns the exit code."""
+    """The end of a planned job: what --retry_failed did, exit code 3 with hints when nothing worked (batch), and
+    the run record written with the counts. Returns the exit code."""
+    if plan.retry_failed:
+        retry.log_counts(counts)
     if code == 0 and not cancelled and plan.files is not None:
         code, lines = failure_rate.verdict(
             counts,

@@ -15,7 +15,7 @@ from typing import Optional
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions, TestOptions
 
-from pipeline import dataflow
+from pipeline import dataflow, retry
 from pipeline.cli.command import Flags
 from pipeline.cli.declarations import filtering, settings_from
 from pipeline.cli.kit import UsageError, is_local
@@ -59,9 +59,12 @@ def preflight(flags: Flags, *, save_main_session: bool = False) -> JobPlan:
         local=local,
         beam=beam,
         input_schema=_input_schema(source, destinations),
+        retry_failed=job.retry_failed,
         max_failed_fraction=job.max_failed_fraction,
     )
     plan = _with_run_record(plan, flags, started_at)
+    if plan.retry_failed:
+        retry.check_previous(plan)
     _log_destinations(plan)
     return plan
 

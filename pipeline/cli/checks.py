@@ -39,6 +39,10 @@ def check_flags(known: argparse.Namespace, options) -> None:
         raise UsageError("--output_format parquet is for batch jobs; a streaming job writes JSONL files")
     if known.resume:
         _check_resume(known, streaming, is_local(options))
+    if known.retry_failed and (streaming or not known.input or known.resume):
+        raise UsageError(
+            "--retry_failed is for batch jobs over --input files (an earlier run's scored files), without --resume"
+        )
     if is_local(options):
         _check_local(known, streaming)
 

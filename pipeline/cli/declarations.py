@@ -103,6 +103,13 @@ class InputOptions:
         label="Input part size (bytes)",
         minimum=1,
     )
+    retry_failed: bool = setting(
+        False,
+        "batch: --input is an earlier run's scored JSONL or Parquet files; score again only the rows that failed "
+        "with image_timeout, image_unavailable or inference_failed, keep the others as they were, and write a "
+        "complete new output (refused when that run's scoring settings differ, from its run record)",
+        label="Retry failed rows",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)

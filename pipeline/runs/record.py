@@ -69,6 +69,7 @@ def start(plan: Any, argv: Sequence[str], started_at: str) -> dict[str, Any]:
         "versions": versions(),
         "versions_from": "this machine, which ran the workers" if local else "the launching machine, not the workers",
         "counts": None,
+        "retry": {"retried": None, "now_pass": None, "kept": None} if plan.retry_failed else None,
     }
 
 
@@ -77,9 +78,15 @@ def status_of(exit_code: int) -> str:
 
 
 def finish(record: Mapping[str, Any], counts: Optional[Mapping[str, int]], exit_code: int, status: str) -> dict:
-    """The record at the end: status, exit code, end time, the job's counters."""
+    """The record at the end: status, exit code, end time, the job's counters (and what `--retry_failed` did)."""
     done = dict(record)
     done.update(status=status, exit_code=exit_code, ended_at=now(), counts=dict(sorted((counts or {}).items())))
+    if record.get("retry") is not None and counts is not None:
+        done["retry"] = {
+            "retried": counts.get("retry_retried", 0),
+            "now_pass": counts.get("retry_now_pass", 0),
+            "kept": counts.get("retry_kept", 0),
+        }
     return done
 
 

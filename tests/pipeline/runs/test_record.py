@@ -47,11 +47,11 @@ def test_every_settings_field_is_recorded_including_later_ones():
     assert recorded["ImageSettings"]["image_root"] == "https://***@host/x"
 
 
-def test_finish_adds_the_end_and_the_counts():
-    start = {"status": "running", "counts": None}
-    counts = {"read": 200, "scored": 170, "failed": 30}
+def test_finish_adds_the_end_counts_and_what_the_retry_did():
+    start = {"status": "running", "retry": {"retried": None, "now_pass": None, "kept": None}, "counts": None}
+    counts = {"read": 200, "scored": 30, "retry_retried": 30, "retry_now_pass": 30, "retry_kept": 170}
     done = finish(start, counts, 0, status_of(0))
     assert done["status"] == "done" and done["exit_code"] == 0 and done["ended_at"]
-    assert done["counts"] == counts
+    assert done["counts"] == counts and done["retry"] == {"retried": 30, "now_pass": 30, "kept": 170}
     assert start["status"] == "running"  # the plan's record is left as it was
     assert (status_of(3), status_of(1)) == ("nothing_worked", "failed")
