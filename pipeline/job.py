@@ -44,7 +44,7 @@ def run(
     """
     plan = preflight(parse(argv), save_main_session=save_main_session)
     result = run_plan(plan, test_pipeline, wait=wait, progress_interval_secs=progress_interval_secs)
-    if wait:  # the command's `outcome.report` does this (and logs the counts) once it has waited
+    if wait and plan.run_record is not None:  # the command's `outcome.report` does this, and logs the counts
         conclude(result, plan, summarize(result), 0)
     return result
 

@@ -70,8 +70,11 @@ def preflight(flags: Flags, *, save_main_session: bool = False) -> JobPlan:
 
 
 def _with_run_record(plan: JobPlan, flags: Flags, started_at: str) -> JobPlan:
-    """The plan with its run record (the checkpoint hashed once, here); `<output_table>_runs` made or checked."""
-    if plan.destinations.output_table and not flags.beam.view_as(TestOptions).dry_run:
+    """The plan with its run record (the checkpoint hashed once, here); `<output_table>_runs` made or checked.
+    A --dry_run runs nothing, so it has none (and reads no checkpoint whole)."""
+    if flags.beam.view_as(TestOptions).dry_run:
+        return plan
+    if plan.destinations.output_table:
         try:
             store.ensure_runs_table(plan.destinations.output_table, None)
         except Exception as exc:  # as for the other tables: missing dataset, wrong columns, no credentials

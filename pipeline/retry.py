@@ -58,7 +58,9 @@ def _check_one(prefix: str, record: Mapping[str, Any], plan: Any) -> None:
             f"--retry_failed: {prefix} was scored from WebDataset shards, whose images its rows no longer hold: "
             "score the shards again instead"
         )
-    differences = compare.score_differences({"that run": record, "this run": plan.run_record})
+    # A --dry_run has no record of its own (it scores nothing): there is nothing to compare.
+    ours = plan.run_record
+    differences = compare.score_differences({"that run": record, "this run": ours}) if ours else []
     if differences:
         raise UsageError(
             f"--retry_failed: {prefix} was scored with other scoring settings ("
