@@ -18,7 +18,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parses the command line once, checks and plans the job, runs it and says what became of every record.
 
     Returns the exit code: 0; 1 when the job failed; 2 for a usage error (one line saying what and how to fix
-    it); 130 when a Dataflow job was left running on Ctrl-C.
+    it); 3 when nothing worked (every record failed, or more than --max_failed_fraction); 130 when a Dataflow
+    job was left running on Ctrl-C.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -30,7 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_JobLogs())
     from pipeline.job import run_plan
-    from pipeline.outcome import log_failure, report
+    from pipeline.outcome import finish_record, log_failure, report
     from pipeline.preflight import preflight
 
     try:
@@ -41,8 +42,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = run_plan(plan, wait=False)
     except Exception as exc:  # noqa: BLE001 - a local batch job runs within run_plan(): say what stopped it
         log_failure(exc)
+        finish_record(plan, None, 1)
         return 1
-    return report(result)
+    return report(result, plan)
 
 
 class _JobLogs(logging.Filter):

@@ -9,7 +9,7 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline import progress
+from pipeline import failure_rate, progress, retry
 from pipeline.filters.keep import KeepByScore
 from pipeline.io import bigquery, parquet, records, resume
 from pipeline.io.jsonl import ReadJsonLines, WriteJsonLines
@@ -17,6 +17,7 @@ from pipeline.io.pubsub import PublishJson, ReadPubSubRecords
 from pipeline.io.shards import WriteShards
 from pipeline.io.webdataset import OFFSET_KEY, ReadWebDataset, SampleLayout
 from pipeline.plan import Destinations, JobPlan
+from pipeline.runs import store
 from transforms.beam.score import ScoreLongCLIP
 from transforms.outputs import OutputFields
 
@@ -45,6 +46,9 @@ def build(pipeline: beam.Pipeline, plan: JobPlan, progress_folder: Optional[str]
             dead_letters[0]
             | "ProgressReadDeadLetters" >> beam.ParDo(progress.CountProgress(progress_folder, progress.READ))
         ]
+    read = read | "NoteFields" >> beam.ParDo(failure_rate.NoteFields())  # for the hints when nothing works
+    if plan.retry_failed:
+        read, kept = read | "SplitForRetry" >> retry.SplitForRetry(scoring.fields)
     if progress_folder:
         # Counted before any Flatten: the FnApiRunner runs what follows a Flatten only once all before it is done.
         outcomes = read | SCORE_STEP >> score.with_exception_handling()
@@ -58,6 +62,10 @@ def build(pipeline: beam.Pipeline, plan: JobPlan, progress_folder: Optional[str]
         ]
     else:
         scored = read | SCORE_STEP >> score
+    if plan.retry_failed:
+        scored = retry.rejoin(scored, kept, scoring.fields)
+    if plan.files is None:
+        _ = scored | "WarnWhenAllFail" >> failure_rate.WarnWhenAllFail(scoring.fields)
     destinations = plan.destinations
     if plan.resume:
         (part,) = plan.files.todo  # --resume runs one pipeline per part
@@ -176,8 +184,9 @@ def _write_parquet(plan: JobPlan, scored, rejected) -> None:
     shape = None
     if tables["Scored"].infers:
         shape = tuple(pcoll for _, pcoll, _, _ in outputs) | "ParquetShape" >> parquet.InferColumns(tables["Scored"])
+    metadata = store.parquet_metadata(plan.run_record) if plan.run_record else None
     for name, pcoll, prefix, _ in outputs:
-        pcoll | f"Write{name}" >> parquet.WriteParquet(prefix, tables[name], shape)
+        pcoll | f"Write{name}" >> parquet.WriteParquet(prefix, tables[name], shape, metadata)
 
 
 def _write_dead_letters(destinations: Destinations, dead_letter) -> None:

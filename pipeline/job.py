@@ -20,9 +20,11 @@ from pipeline import local_streaming
 from pipeline.build import build
 from pipeline.cli.command import parse
 from pipeline.io import resume
+from pipeline.outcome import conclude, summarize
 from pipeline.plan import JobPlan
 from pipeline.preflight import preflight
 from pipeline.progress import ProgressMonitor
+from pipeline.runs import store
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -42,7 +44,10 @@ def run(
     progress every `progress_interval_secs` (None: never) while it runs: see `pipeline.progress`.
     """
     plan = preflight(parse(argv), save_main_session=save_main_session)
-    return run_plan(plan, test_pipeline, wait=wait, progress_interval_secs=progress_interval_secs)
+    result = run_plan(plan, test_pipeline, wait=wait, progress_interval_secs=progress_interval_secs)
+    if wait and plan.run_record is not None:  # the command's `outcome.report` does this, and logs the counts
+        conclude(result, plan, summarize(result), 0)
+    return result
 
 
 def run_plan(
@@ -52,7 +57,9 @@ def run_plan(
     wait: bool = True,
     progress_interval_secs: Optional[float] = 10.0,
 ) -> PipelineResult:
-    """Builds and runs `plan` (see `run`)."""
+    """Builds and runs `plan` (see `run`); its run record is written beside the outputs first (`running`)."""
+    if plan.run_record is not None:
+        store.write_all(plan.destinations, plan.run_record, finished=False)
     if plan.resume:
         return _run_part_by_part(plan)
     pipeline = test_pipeline or beam.Pipeline(options=plan.beam)

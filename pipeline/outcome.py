@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, Mapping, Optional
 
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
+from pipeline import failure_rate, retry
 from pipeline.build import SCORE_STEP
 from pipeline.io import records, resume
 from pipeline.local_streaming import LocalStreamingResult
+from pipeline.runs import record, store
 from transforms.reasons import first_line
 
 _LOGGER = logging.getLogger(__name__)
@@ -25,18 +28,19 @@ def summarize(result: PipelineResult) -> dict[str, int]:
     return counts
 
 
-def report(result: PipelineResult) -> int:
-    """Waits for the job and logs what became of every input record. Ctrl-C or SIGTERM stops a local streaming
-    job cleanly (no more pulls; what was pulled is written), a second Ctrl-C cancels it; Ctrl-C cancels a local
+def report(result: PipelineResult, plan: Optional[Any] = None) -> int:
+    """Waits for the job and logs what became of every input record; with the job's `plan`, also says when
+    nothing worked and writes the run record (`conclude`). Ctrl-C or SIGTERM stops a local streaming job
+    cleanly (no more pulls; what was pulled is written), a second Ctrl-C cancels it; Ctrl-C cancels a local
     batch job.
 
     Returns the process exit code: 0; 1 when the job failed (e.g. Pub/Sub unreachable from the local
-    runner), after logging why and the counts so far; 130 when a Dataflow job was left running on Ctrl-C, or a
-    local streaming job was cancelled by a second Ctrl-C.
+    runner), after logging why and the counts so far; 3 when nothing worked (`pipeline.failure_rate`); 130
+    when a Dataflow job was left running on Ctrl-C, or a local streaming job was cancelled by a second Ctrl-C.
     """
     from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
 
-    failed = cut_short = False
+    failed = cut_short = cancelled = False
     try:
         if isinstance(result, LocalStreamingResult):
             result.wait_or_drain_on_signal()  # the first Ctrl-C or SIGTERM: everything pulled is written
@@ -55,6 +59,7 @@ def report(result: PipelineResult) -> int:
         else:
             _LOGGER.info("Interrupted: cancelling the job")
         result.cancel()
+        cancelled = True
     except Exception as exc:  # noqa: BLE001 - whatever stopped the job, say so and give the counts
         log_failure(exc)
         failed = True
@@ -74,7 +79,35 @@ def report(result: PipelineResult) -> int:
     for name in sorted(counts):
         if name.startswith(("failed_", "dead_lettered_", "bigquery_", "webdataset_")) or name == resume.PARTS_DONE:
             logger.info("  %s: %d", name, counts[name])
-    return 1 if failed else 130 if cut_short else 0
+    code = 1 if failed else 130 if cut_short else 0
+    return code if plan is None else conclude(result, plan, counts, code, cancelled=cancelled)
+
+
+def conclude(result: Any, plan: Any, counts: Mapping[str, int], code: int, *, cancelled: bool = False) -> int:
+    """The end of a planned job: what --retry_failed did, exit code 3 with hints when nothing worked (batch), and
+    the run record written with the counts. Returns the exit code."""
+    if plan.retry_failed:
+        retry.log_counts(counts)
+    if code == 0 and not cancelled and plan.files is not None:
+        code, lines = failure_rate.verdict(
+            counts,
+            plan.max_failed_fraction,
+            plan.scoring.fields,
+            plan.scoring.images,
+            failure_rate.fields_seen(result),
+        )
+        for line in lines:
+            _LOGGER.error("%s", line)
+    finish_record(plan, counts, code, cancelled=cancelled)
+    return code
+
+
+def finish_record(plan: Any, counts: Optional[Mapping[str, int]], code: int, *, cancelled: bool = False) -> None:
+    """Writes the plan's run record, finished, beside every output."""
+    if plan.run_record is None:
+        return
+    status = record.CANCELLED if cancelled else record.status_of(code)
+    store.write_all(plan.destinations, record.finish(plan.run_record, counts, code, status), finished=True)
 
 
 def log_failure(exc: BaseException) -> None:

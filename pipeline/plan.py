@@ -117,6 +117,12 @@ class JobPlan:
     beam: Any = field(compare=False)  # Beam's PipelineOptions, defaults included
     # The Parquet input's own columns (from the files' footers, read for every Parquet job), which Parquet output keeps.
     input_schema: Any = field(default=None, compare=False)
+    # --retry_failed: --input is an earlier run's scored files (pipeline/retry.py).
+    retry_failed: bool = False
+    # A batch job ends with exit code 3 when more than this fraction of its records failed (pipeline/failure_rate.py).
+    max_failed_fraction: float = 1.0
+    # The run record as the job starts (pipeline/runs/record.py), written beside every output.
+    run_record: Any = field(default=None, compare=False)
 
     @property
     def files(self) -> Optional[FileInput]:

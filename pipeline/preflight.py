@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
-from pipeline import dataflow
+from pipeline import dataflow, retry
 from pipeline.cli.command import Flags
 from pipeline.cli.declarations import filtering, settings_from
 from pipeline.cli.kit import DEFAULT_LOCAL_STREAMING_RUNNER, UsageError, is_local
@@ -29,6 +29,7 @@ from pipeline.io import bigquery, parquet, resume
 from pipeline.io.formats import DEFAULT_SAMPLES_PER_SHARD, input_format
 from pipeline.io.parts import InputProblem, plan_parts
 from pipeline.plan import Destinations, FileInput, JobPlan, KeepFilter, PubSubInput, Scoring
+from pipeline.runs import record, store
 from transforms.inputs.locations import has_scheme, local_path
 from transforms.model.architecture import read_architecture
 from transforms.model.device import pick_device
@@ -43,6 +44,7 @@ _LOGGER = logging.getLogger(__name__)
 
 def preflight(flags: Flags, *, save_main_session: bool = False) -> JobPlan:
     """The plan of the job `flags` describe. Raises `UsageError`."""
+    started_at = record.now()
     job, options = flags.job, flags.beam
     local = is_local(options)
     settings = settings_from(job)
@@ -64,9 +66,31 @@ def preflight(flags: Flags, *, save_main_session: bool = False) -> JobPlan:
         local=local,
         beam=beam,
         input_schema=_input_schema(source),
+        retry_failed=job.retry_failed,
+        max_failed_fraction=job.max_failed_fraction,
     )
+    plan = _with_run_record(plan, flags, started_at)
+    if plan.retry_failed:
+        retry.check_previous(plan)
     _log_destinations(plan)
     return plan
+
+
+def _with_run_record(plan: JobPlan, flags: Flags, started_at: str) -> JobPlan:
+    """The plan with its run record (the checkpoint hashed once, here); `<output_table>_runs` made or checked.
+    A --dry_run runs nothing, so it has none (and reads no checkpoint whole)."""
+    if flags.beam.view_as(TestOptions).dry_run:
+        return plan
+    if plan.destinations.output_table:
+        try:
+            store.ensure_runs_table(plan.destinations.output_table, None)
+        except Exception as exc:  # as for the other tables: missing dataset, wrong columns, no credentials
+            raise UsageError(f"--output_table: {exc}") from None
+    try:
+        run = record.start(plan, flags.beam_args, started_at)
+    except (CheckpointNotFoundError, CheckpointFormatError, OSError) as exc:
+        raise UsageError(f"--model: cannot read the checkpoint for the run record: {exc}") from None
+    return dataclasses.replace(plan, run_record=run)
 
 
 def workers(flags: Flags, model: ModelSettings, *, save_main_session: bool = False):

@@ -40,6 +40,10 @@ def check_flags(known: argparse.Namespace, options) -> None:
     _check_shards_out(known)
     if known.resume:
         _check_resume(known, streaming, is_local(options))
+    if known.retry_failed and (streaming or not known.input or known.resume):
+        raise UsageError(
+            "--retry_failed is for batch jobs over --input files (an earlier run's scored files), without --resume"
+        )
     if is_local(options):
         _check_local(known, streaming)
 

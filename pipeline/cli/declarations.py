@@ -109,6 +109,13 @@ class InputOptions:
         label="Input part size (bytes)",
         minimum=1,
     )
+    retry_failed: bool = setting(
+        False,
+        "batch: --input is an earlier run's scored JSONL or Parquet files; score again only the rows that failed "
+        "with image_timeout, image_unavailable or inference_failed, keep the others as they were, and write a "
+        "complete new output (refused when that run's scoring settings differ, from its run record)",
+        label="Retry failed rows",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -190,6 +197,14 @@ class OutputOptions:
         "(<output>-part-ID.jsonl) and skip the parts whose outputs are there, so a stopped job run again with the "
         "same flags goes on where it stopped",
         label="Resume",
+    )
+    max_failed_fraction: float = setting(
+        1.0,
+        "batch: end with exit code 3 (and hints at the usual causes) when more than this fraction of the records "
+        "read failed or were dead-lettered; 1.0: only when all of them did",
+        label="Failed fraction for exit code 3",
+        minimum=0,
+        maximum=1,
     )
 
     def __post_init__(self) -> None:

@@ -210,16 +210,23 @@ class WriteParquet(beam.PTransform):
     """Writes scored records as `<prefix>-SSSSS-of-NNNNN.parquet` (batch only), one row each.
 
     `shape`: when `table.infers`, the `InferColumns` of these records (and any written beside them with the same
-    columns, such as the rejected ones).
+    columns, such as the rejected ones). `metadata`: the files' key-value metadata (the job's run record).
     """
 
-    def __init__(self, file_path_prefix: str, table: ScoredTable, shape: Optional[beam.PCollection] = None):
+    def __init__(
+        self,
+        file_path_prefix: str,
+        table: ScoredTable,
+        shape: Optional[beam.PCollection] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+    ):
         super().__init__()
         if table.infers and shape is None:
             raise ValueError("records typed from their values need their shape (InferColumns)")
         self._prefix = file_path_prefix
         self._table = table
         self._shape = shape if table.infers else None
+        self._metadata = dict(metadata or {})
 
     def expand(self, scored: beam.PCollection):
         if not scored.is_bounded:
@@ -228,7 +235,7 @@ class WriteParquet(beam.PTransform):
         return (
             scored
             | "ToTables" >> beam.ParDo(_ToTables(self._table), *side)
-            | "WriteParquet" >> beam.io.Write(_ParquetSink(self._prefix, self._table.layout().schema))
+            | "WriteParquet" >> beam.io.Write(_ParquetSink(self._prefix, self._table.layout().schema, self._metadata))
         )
 
 
@@ -275,9 +282,9 @@ class _ToTables(beam.DoFn):
 
 class _ParquetSink(filebasedsink.FileBasedSink):
     """Parquet files of the tables written to them; the schema is the first table's (all have the same), or
-    `empty_schema` for a file with no rows."""
+    `empty_schema` for a file with no rows; `metadata` goes into every file's key-value metadata."""
 
-    def __init__(self, file_path_prefix: str, empty_schema: pa.Schema):
+    def __init__(self, file_path_prefix: str, empty_schema: pa.Schema, metadata: Mapping[str, str]):
         super().__init__(
             file_path_prefix,
             coder=None,
@@ -286,9 +293,10 @@ class _ParquetSink(filebasedsink.FileBasedSink):
             compression_type=CompressionTypes.UNCOMPRESSED,  # Parquet compresses its pages itself
         )
         self._empty_schema = empty_schema
+        self._metadata = metadata
 
     def open(self, temp_path: str) -> _ParquetFile:
-        return _ParquetFile(super().open(temp_path), self._empty_schema)
+        return _ParquetFile(super().open(temp_path), self._empty_schema, self._metadata)
 
     def write_record(self, file: _ParquetFile, table: pa.Table) -> None:
         file.write(table)
@@ -298,18 +306,24 @@ class _ParquetSink(filebasedsink.FileBasedSink):
 
 
 class _ParquetFile:
-    def __init__(self, handle, empty_schema: pa.Schema):
+    def __init__(self, handle, empty_schema: pa.Schema, metadata: Mapping[str, str]):
         self._handle = handle
         self._empty_schema = empty_schema
+        self._metadata = metadata
         self._writer: Optional[pq.ParquetWriter] = None
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._handle, table.schema, compression="none")
+            self._writer = self._open(table.schema)
         self._writer.write_table(table)
+
+    def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
+        if self._metadata:
+            schema = schema.with_metadata({**(schema.metadata or {}), **self._metadata})
+        return pq.ParquetWriter(self._handle, schema, compression="none")
 
     def close(self) -> None:
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._handle, self._empty_schema, compression="none")
+            self._writer = self._open(self._empty_schema)
         self._writer.close()
         self._handle.close()

@@ -13,7 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from pipeline.cli.kit import UsageError, beam_options
-from pipeline.report import charts, page
+from pipeline.report import charts, page, runs
 from pipeline.report.options import ReportSettings, check_flags
 from pipeline.report.statistics import ReadScoredRows, ScoreStatistics
 
@@ -36,6 +36,7 @@ def parse(argv: Optional[Sequence[str]]) -> tuple[ReportSettings, PipelineOption
     except Exception as exc:  # a bad scheme, no access
         raise UsageError(f"--input: cannot list {settings.report.input}: {exc}") from None
     files = [path for path in files if not _inside(path, settings.report.output)]
+    files = [path for path in files if not path.endswith(runs.store.RECORD_SUFFIX)]  # run records: no rows
     if not files:
         raise UsageError(f"--input: no file matches {settings.report.input}")
     return settings, options, files
@@ -69,6 +70,8 @@ def run(
     pipeline.run().wait_until_finish()
     with FileSystems.open(FileSystems.join(output, DATA_FILE)) as stream:
         data = json.loads(stream.read())
+    data["runs"] = runs.of_files(files)
+    data["summary"].update(runs=data["runs"]["records"], runs_differ=data["runs"]["differences"])
     write_report(data, output, settings.report.input)
     return data["summary"]
 

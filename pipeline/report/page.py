@@ -7,6 +7,8 @@ import base64
 import html
 from typing import Optional
 
+from pipeline.report import runs
+
 SHOWN_PERCENTILES = ("p1", "p5", "p10", "p25", "p50", "p75", "p90", "p95", "p99")
 
 _STYLE = """
@@ -119,6 +121,7 @@ def render(data: dict, charts: dict[str, bytes], source: str) -> str:
 <body><main>
 <h1>LongCLIP score report</h1>
 <div class="muted">{html.escape(source)} · field <code>{key}</code></div>
+{runs.section(data.get("runs"))}
 <div class="cards">{"".join(cards)}</div>
 {tables}
 <h2>Charts</h2>

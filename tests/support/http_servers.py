@@ -38,6 +38,8 @@ class ImageServer:
     /not-an-image            200 with SECRET_BODY as body
     /once/CODE/KEY/NAME      CODE the first time a KEY is asked for, then the image; CODE "reset" closes
                              the connection without answering; "429+5" is 429 with Retry-After: 5 (default 0)
+    /outage/CODE/NAME        CODE (with Retry-After: 0) while `outage` is set, then the image: a host that is
+                             down for a whole run and back for the next
     /stall-headers           the status line, then a header byte every 0.2 s, forever
     /trickle/NAME            headers, then a body byte every 0.1 s
     /hang                    reads the request and never answers
@@ -51,6 +53,7 @@ class ImageServer:
         self._counts: Counter = Counter()
         self._lock = threading.Lock()
         self.stopping = threading.Event()
+        self.outage = threading.Event()
         self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         if tls is not None:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
@@ -123,6 +126,12 @@ def _handler_for(server: ImageServer):
                 else:
                     status, _, after = code.partition("+")
                     self._send(int(status), SECRET_BODY.encode(), {"Retry-After": after or "0"})
+            elif head == "outage":
+                code, name = rest
+                if server.outage.is_set():
+                    self._send(int(code), SECRET_BODY.encode(), {"Retry-After": "0"})
+                else:
+                    self._send(200, server.images[name])
             elif head == "stall-headers":
                 self.wfile.write(b"HTTP/1.1 200 OK\r\n")
                 self._drip(b"X-Slow: " + b"a" * 10_000, 0.2)

@@ -1,0 +1,51 @@
+"""The report shows the run records of its inputs, and flags runs whose scores are not comparable. The records are
+made by the job's own preflight (as a run makes them), beside scored rows from the report tests' generator."""
+
+import json
+
+import pytest
+
+from pipeline.cli.command import parse
+from pipeline.preflight import preflight
+from pipeline.report.job import run as report
+from pipeline.runs import store
+from tests.support.scored import make_scored_rows, write_jsonl
+
+
+def _output(folder, name, longclip_checkpoint, *flags, seed=0):
+    """`<folder>/<name>/scored-*.jsonl` with the run record the job's preflight makes for `flags`."""
+    (folder / "in.jsonl").write_text('{"image_path": "a.png", "text": "a cat"}\n')
+    prefix = folder / name / "scored"
+    argv = ["--input", str(folder / "in.jsonl"), "--output", str(prefix), "--model", str(longclip_checkpoint), *flags]
+    plan = preflight(parse(argv))
+    write_jsonl(folder / name / "scored-00000-of-00001.jsonl", make_scored_rows(200, seed=seed))
+    store.write_file(str(prefix), plan.run_record)
+    return prefix
+
+
+@pytest.mark.slow
+def test_two_runs_in_other_precisions_are_flagged(tmp_path, longclip_checkpoint, caplog):
+    _output(tmp_path, "a", longclip_checkpoint)
+    _output(tmp_path, "b", longclip_checkpoint, "--precision", "bf16", seed=1)
+    summary = report(["--input", str(tmp_path / "*" / "scored-*"), "--output", str(tmp_path / "report")])
+    assert sorted(summary["runs"]) == [str(tmp_path / "a" / "scored"), str(tmp_path / "b" / "scored")]
+    assert summary["rows"] == 400  # the records are not read as rows
+    (difference,) = summary["runs_differ"]
+    assert difference["what"] == "precision"
+    assert difference["values"] == {str(tmp_path / "a" / "scored"): "fp32", str(tmp_path / "b" / "scored"): "bf16"}
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert 'id="runs-differ"' in page and "precision: fp32" in page and "not comparable" in page
+    assert page.index('id="runs"') < page.index('class="cards"')  # at the top
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["runs_differ"] == summary["runs_differ"]
+    assert any("score differently: precision" in message for message in caplog.messages)
+
+
+@pytest.mark.slow
+def test_runs_that_differ_only_in_batching_and_destinations_are_not_flagged(tmp_path, longclip_checkpoint):
+    _output(tmp_path, "a", longclip_checkpoint)
+    _output(tmp_path, "b", longclip_checkpoint, "--max_batch_size", "4", "--prepare_threads", "1", seed=1)
+    summary = report(["--input", str(tmp_path / "*" / "scored-*"), "--output", str(tmp_path / "report")])
+    assert len(summary["runs"]) == 2 and summary["runs_differ"] == []
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert 'id="runs"' in page and 'id="runs-differ"' not in page
+    assert "sha256 " + summary["runs"][str(tmp_path / "a" / "scored")]["checkpoint"]["sha256"][:12] in page
