@@ -16,7 +16,7 @@ The embeddings are plain lists, not Arrow fixed-size lists: Parquet stores both 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
