@@ -19,7 +19,7 @@ from pipeline import dataflow
 from pipeline.cli.command import Flags
 from pipeline.cli.declarations import filtering, settings_from
 from pipeline.cli.kit import UsageError, is_local
-from pipeline.io import bigquery, parquet, resume
+from pipeline.io import bigquery, parquet, parquet_rows, resume
 from pipeline.io.formats import input_format
 from pipeline.io.parts import InputProblem, plan_parts
 from pipeline.plan import Destinations, FileInput, JobPlan, KeepFilter, PubSubInput, Scoring
@@ -227,11 +227,12 @@ def _pubsub_input(job) -> PubSubInput:
 
 
 def _input_schema(source, destinations: Destinations):
-    """The Parquet input's columns, which Parquet output keeps (read from the files' footers, once)."""
+    """The Parquet input's columns, which Parquet output keeps (read from the files' footers, once), with the
+    reader's `__url__` and `__row__`."""
     if not (isinstance(source, FileInput) and source.format == "parquet" and destinations.output_format == "parquet"):
         return None
     try:
-        return parquet.read_schema(source.pattern)
+        return parquet_rows.with_provenance(parquet.read_schema(source.pattern))
     except (ValueError, OSError) as exc:
         raise UsageError(f"--input: {exc}") from None
 

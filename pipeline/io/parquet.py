@@ -18,11 +18,12 @@ from typing import Any, Mapping, Optional, Sequence
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipeline.io import records
+from pipeline.io import parquet_rows, records
 from transforms import OutputFields, RecordFields
 
 RECORD_COLUMN = "record"
@@ -33,7 +34,8 @@ ROWS_PER_BATCH = 256
 
 
 class ReadParquetRecords(beam.PTransform):
-    """Reads Parquet files (a file or glob, local or any Beam FileSystems URI), one record per row.
+    """Reads Parquet files (a file or glob, local or any Beam FileSystems URI), one record per row, each with
+    its file and row as `__url__` and `__row__` (`parquet_rows`); row groups are spread over the workers.
 
     Returns a tagged result like `ReadJsonLines`: `.records`, and `[records.DEAD_LETTER]`, which stays
     empty (Parquet rows are typed; a file that is not Parquet stops the job, as Beam's source does).
@@ -47,7 +49,10 @@ class ReadParquetRecords(beam.PTransform):
     def expand(self, begin: beam.pvalue.PBegin):
         return (
             begin
-            | "ReadParquet" >> beam.io.ReadFromParquet(self._pattern)
+            | "MatchFiles" >> fileio.MatchFiles(self._pattern, fileio.EmptyMatchTreatment.DISALLOW)
+            | "RowGroups" >> beam.FlatMap(lambda file: parquet_rows.row_groups(file.path))
+            | "SpreadRowGroups" >> beam.Reshuffle()
+            | "ReadRows" >> beam.FlatMap(parquet_rows.read_rows)
             | "Count" >> beam.ParDo(_CountRead()).with_outputs(records.DEAD_LETTER, main="records")
         )
 
