@@ -9,6 +9,8 @@ OUTPUT_FORMATS = ("jsonl", "parquet")
 DEFAULT_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 # JSONL input is read in parts of this many bytes: about 20k records of a typical caption file, minutes of GPU work.
 DEFAULT_PART_BYTES = 4 << 20
+# A longer JSONL line is not read: the job dead-letters it, the report counts it as unreadable.
+DEFAULT_MAX_LINE_BYTES = 16 << 20
 
 
 def input_format(file_pattern: str, chosen: str = "auto") -> str:
