@@ -25,7 +25,7 @@ from pipeline import dataflow, retry
 from pipeline.cli.command import Flags
 from pipeline.cli.declarations import filtering, settings_from
 from pipeline.cli.kit import DEFAULT_LOCAL_STREAMING_RUNNER, UsageError, is_local
-from pipeline.io import bigquery, parquet, resume
+from pipeline.io import bigquery, parquet, parquet_rows, resume
 from pipeline.io.formats import DEFAULT_SAMPLES_PER_SHARD, input_format
 from pipeline.io.parts import InputProblem, plan_parts
 from pipeline.plan import Destinations, FileInput, JobPlan, KeepFilter, PubSubInput, Scoring
@@ -262,12 +262,13 @@ def _pubsub_input(job, options) -> PubSubInput:
 
 
 def _input_schema(source):
-    """The Parquet input's columns, which Parquet output keeps, read from the files' footers, once, whatever the
-    output: a file that is not Parquet stops every job here, not some of them when the file is reached."""
+    """The Parquet input's columns, which Parquet output keeps, with the reader's `__url__` and `__row__`, read
+    from the files' footers, once, whatever the output: a file that is not Parquet stops every job here, not
+    some of them when the file is reached."""
     if not (isinstance(source, FileInput) and source.format == "parquet"):
         return None
     try:
-        return parquet.read_schema(source.pattern)
+        return parquet_rows.with_provenance(parquet.read_schema(source.pattern))
     except (ValueError, OSError) as exc:
         raise UsageError(f"--input: {exc}") from None
 

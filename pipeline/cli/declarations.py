@@ -15,6 +15,7 @@ from typing import Any, Optional
 from pipeline.cli.kit import GCS_PATH, Group, values_of
 from pipeline.io.formats import (
     DEFAULT_IMAGE_EXTENSIONS,
+    DEFAULT_MAX_LINE_BYTES,
     DEFAULT_PART_BYTES,
     DEFAULT_SAMPLES_PER_SHARD,
     INPUT_FORMATS,
@@ -97,7 +98,7 @@ class InputOptions:
         regex=r"^[^\s]+$",
     )
     max_line_bytes: int = setting(
-        16 * 1024 * 1024,
+        DEFAULT_MAX_LINE_BYTES,
         "--input lines longer than this many bytes go to the dead letter as line_too_long (their first KiB kept)",
         label="Line length limit (bytes)",
         minimum=1,

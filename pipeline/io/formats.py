@@ -11,6 +11,8 @@ DEFAULT_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "
 DEFAULT_PART_BYTES = 4 << 20
 # --output_format webdataset: samples per output shard, as img2dataset's --number_sample_per_shard.
 DEFAULT_SAMPLES_PER_SHARD = 10_000
+# A longer JSONL line is not read: the job dead-letters it, the report counts it as unreadable.
+DEFAULT_MAX_LINE_BYTES = 16 << 20
 
 
 def input_format(file_pattern: str, chosen: str = "auto") -> str:

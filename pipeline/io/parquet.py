@@ -21,13 +21,13 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io import filebasedsink
+from apache_beam.io import filebasedsink, fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from pipeline.io import arrow, records, schema
+from pipeline.io import arrow, parquet_rows, records, schema
 from transforms import OutputFields, RecordFields
 
 # Row groups are buffered in memory before they are written: about this many bytes each, built from
@@ -37,7 +37,8 @@ ROWS_PER_BATCH = 256
 
 
 class ReadParquetRecords(beam.PTransform):
-    """Reads Parquet files (a file or glob, local or any Beam FileSystems URI), one record per row.
+    """Reads Parquet files (a file or glob, local or any Beam FileSystems URI), one record per row, each with
+    its file and row as `__url__` and `__row__` (`parquet_rows`); row groups are spread over the workers.
 
     Returns a tagged result like `ReadJsonLines`: `.records`, and `[records.DEAD_LETTER]`, which stays
     empty (Parquet rows are typed; the job reads every file's footer before it starts, and a file whose
@@ -52,19 +53,21 @@ class ReadParquetRecords(beam.PTransform):
     def expand(self, begin: beam.pvalue.PBegin):
         return (
             begin
-            | "ReadParquet" >> beam.io.ReadFromParquetBatched(self._pattern)
-            | "Rows" >> beam.ParDo(_Rows()).with_outputs(records.DEAD_LETTER, main="records")
+            | "MatchFiles" >> fileio.MatchFiles(self._pattern, fileio.EmptyMatchTreatment.DISALLOW)
+            | "RowGroups" >> beam.FlatMap(lambda file: parquet_rows.row_groups(file.path))
+            | "SpreadRowGroups" >> beam.Reshuffle()
+            | "ReadRows" >> beam.FlatMap(parquet_rows.read_rows)
+            | "Count" >> beam.ParDo(_CountRead()).with_outputs(records.DEAD_LETTER, main="records")
         )
 
 
-class _Rows(beam.DoFn):
+class _CountRead(beam.DoFn):
     def __init__(self):
         self._read = Metrics.counter(records.METRICS_NAMESPACE, "read")
 
-    def process(self, table: pa.Table):
-        for row in arrow.table_rows(table):
-            self._read.inc()
-            yield row
+    def process(self, record: dict):
+        self._read.inc()
+        yield record
 
 
 def read_schema(file_pattern: str) -> pa.Schema:

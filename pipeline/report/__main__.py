@@ -27,7 +27,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "%d rows: %d scored, %d failed; median score %s",
         summary["rows"],
         summary["scored"],
-        sum(summary["failed"].values()),
+        sum(summary["failed"].values()) + summary["failed_other"],
         summary["percentiles"].get("p50"),
     )
     return 0

@@ -12,10 +12,13 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from pipeline.report.statistics import LENGTH_BIN_TOKENS, LENGTH_BINS, LENGTH_SCORE_BINS, SCORE_BINS
+from pipeline.report.text import neutralised
 from transforms.inputs.tokenizer import LONGCLIP_CONTEXT_LENGTH as CONTEXT_LENGTH
 
 BLUE, ORANGE, GREY = "#3b6ea8", "#d9822b", "#8a8f98"
 MAX_BARS = 60
+MAX_BARS_REASONS = 15  # failure reasons drawn one by one; the rest share a bar
+LABEL_CHARS = 48
 
 
 def _figure(width: float = 7.0, height: float = 3.6) -> Figure:
@@ -138,21 +141,37 @@ def length_chart(data: dict) -> bytes:
 
 
 def failures_chart(data: dict) -> bytes:
-    """Rows that could not be scored, by reason."""
+    """Rows that could not be scored, by reason: the `MAX_BARS_REASONS` most frequent, then the others in one bar."""
     title = "Rows not scored, by reason"
-    failed: dict = data["summary"]["failed"]
-    figure = _figure(height=max(2.2, 0.9 + 0.32 * len(failed)))
-    if not failed:
+    summary = data["summary"]
+    failed: dict = summary["failed"]
+    unlisted = summary.get("failed_other", 0)
+    ranked = sorted(failed.items(), key=lambda item: (-item[1], item[0]))
+    bars = [(_label(reason), count) for reason, count in ranked[:MAX_BARS_REASONS]]
+    rest = ranked[MAX_BARS_REASONS:]
+    if rest or unlisted:
+        more = "more " if unlisted else ""
+        bars.append((f"other {len(rest):,} {more}reasons", sum(count for _, count in rest) + unlisted))
+    figure = _figure(height=max(2.2, 0.9 + 0.32 * len(bars)))
+    if not bars:
         return _nothing(figure, title, "Every row was scored")
-    reasons = sorted(failed, key=lambda reason: failed[reason])
+    bars.reverse()  # the most frequent at the top
     axes = figure.add_subplot()
-    bars = axes.barh(reasons, [failed[reason] for reason in reasons], color=ORANGE)
-    axes.bar_label(bars, labels=[f"{failed[reason]:,}" for reason in reasons], padding=3, fontsize=9)
+    drawn = axes.barh(range(len(bars)), [count for _, count in bars], color=ORANGE)
+    axes.set_yticks(range(len(bars)), labels=[label for label, _ in bars])
+    axes.bar_label(drawn, labels=[f"{count:,}" for _, count in bars], padding=3, fontsize=9)
     axes.set_title(title, loc="left")
     axes.set_xlabel("rows")
     axes.margins(x=0.15)
     axes.grid(axis="x", alpha=0.3)
     return _png(figure)
+
+
+def _label(reason: str) -> str:
+    """A reason as a tick label: short, inert, and with `$` escaped so matplotlib draws it, not math."""
+    text = neutralised(reason)
+    text = text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 CHARTS = {

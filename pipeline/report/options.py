@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 from pipeline.cli import kit
 from pipeline.cli.kit import GCS_PATH, Group, UsageError, values_of
+from pipeline.io.formats import DEFAULT_MAX_LINE_BYTES
 from transforms.settings import ImageSettings, InvalidSetting, RecordFields, check_fields, setting
 
 
@@ -32,7 +33,17 @@ class ReportOptions:
         regex=GCS_PATH,
     )
     rows_shown: int = setting(
-        12, "how many of the lowest- and of the highest-scoring rows the page shows", label="Rows shown", minimum=1
+        12,
+        "how many of the lowest- and of the highest-scoring rows the page shows",
+        label="Rows shown",
+        minimum=1,
+        maximum=500,
+    )
+    max_line_bytes: int = setting(
+        DEFAULT_MAX_LINE_BYTES,
+        "JSONL lines longer than this many bytes are counted as unreadable lines, not read",
+        label="Line length limit (bytes)",
+        minimum=1,
     )
 
     def __post_init__(self) -> None:
@@ -42,7 +53,13 @@ class ReportOptions:
 # The image settings a thumbnail needs; the rest (threads of the scoring job) do not apply.
 # The record fields a report reads (whether the job kept embeddings does not matter to it).
 RECORD_FIELDS = ("image_key", "text_key", "output_key")
-THUMBNAIL_IMAGE_SETTINGS = ("image_root", "max_image_bytes", "max_image_pixels", "http_timeout_secs")
+THUMBNAIL_IMAGE_SETTINGS = (
+    "image_root",
+    "max_image_bytes",
+    "max_image_pixels",
+    "http_timeout_secs",
+    "allowed_image_prefixes",
+)
 
 GROUPS = (
     Group("report", "Report", ReportOptions),

@@ -8,6 +8,7 @@ import html
 from typing import Optional
 
 from pipeline.report import runs
+from pipeline.report.text import neutralised
 
 SHOWN_PERCENTILES = ("p1", "p5", "p10", "p25", "p50", "p75", "p90", "p95", "p99")
 
@@ -36,6 +37,9 @@ th { background: #eef1f5; font-weight: 600; }
 .row .score { font-weight: 700; font-size: 15px; }
 .row p { margin: 2px 0; font-size: 12px; overflow-wrap: anywhere; max-height: 8.4em; overflow: hidden; }
 .row .where { color: #667085; font-size: 11px; }
+.row p, .muted { unicode-bidi: isolate; }
+.warning { background: #fff4e5; border: 1px solid #f5b971; border-radius: 8px; padding: 8px 12px; margin: 12px 0 0;
+  font-size: 14px; overflow-wrap: anywhere; }
 """
 
 
@@ -58,26 +62,63 @@ def _chart(name: str, png: bytes, alt: str) -> str:
     return f'<figure><img src="{uri}" alt="{html.escape(alt)}" data-chart="{html.escape(name)}"></figure>'
 
 
+def _text(value: Optional[str], default: str) -> str:
+    """Text from the scored files for the page: inert (bidi and control characters shown as marks), escaped."""
+    return html.escape(neutralised(value) if value is not None else default)
+
+
 def _row(row: dict) -> str:
     if row["thumbnail"]:
         picture = f'<div class="thumb"><img src="{row["thumbnail"]}" alt="thumbnail"></div>'
     else:
-        # The reason fits the 96-pixel box; the whole message is its tooltip (the location is shown beside it).
-        error = row["thumbnail_error"] or ""
-        reason = html.escape(error.split(":", 1)[0]).replace("_", "_<wbr>")  # image_not_<wbr>found
-        picture = f'<div class="thumb missing" title="{html.escape(error)}">no image<br>{reason}</div>'
-    caption = html.escape(row["caption"] if row["caption"] is not None else "(no caption)")
-    where = html.escape(row["image"] if row["image"] is not None else "(no image field)")
+        # A few words fit the 96-pixel box; the whole sentence is its tooltip.
+        note = _text(row.get("thumbnail_note"), "cannot be shown")
+        picture = f'<div class="thumb missing" title="{_text(row["thumbnail_error"], "")}">no thumbnail<br>{note}</div>'
+    where = f'<p class="where">{_text(row["image"], "(no image field)")}</p>'
+    if row.get("source"):
+        where += f'<p class="where">{_text(row["source"], "")}</p>'
     return (
         f'<div class="row">{picture}<div><div class="score">{row["score"]:.4f}</div>'
-        f'<p>{caption}</p><p class="where">{where}</p></div></div>'
+        f"<p>{_text(row['caption'], '(no caption)')}</p>{where}</div></div>"
     )
 
 
-def render(data: dict, charts: dict[str, bytes], source: str) -> str:
+def notices(data: dict, image_root: Optional[str] = None) -> list[str]:
+    """What the reader of the page must know first: scores that are not scores, thumbnails that could not be
+    found because relative paths do not resolve (usually a forgotten --image_root). Plain text."""
+    summary = data["summary"]
+    found = []
+    invalid = summary.get("invalid_scores") or {}
+    if invalid:
+        examples = summary.get("invalid_score_examples") or {}
+        kinds = "; ".join(
+            f"{count:,} {kind}" + (f" (e.g. {examples[kind]})" if examples.get(kind) else "")
+            for kind, count in invalid.items()
+        )
+        found.append(
+            f"{sum(invalid.values()):,} rows have a {summary['output_key']} that is not a finite number in [0, 1]: "
+            f"{kinds}. They are counted apart, not as scores."
+        )
+    # A row can be among both the lowest and the highest (when few rows were scored): counted once.
+    shown = {
+        (row["score"], row["image"], row["caption"], row.get("source")): row for row in data["lowest"] + data["highest"]
+    }
+    unresolved = sum(bool(row.get("unresolved")) for row in shown.values())
+    if unresolved:
+        where = (
+            f"under --image_root={image_root}"
+            if image_root
+            else "in the working directory (no --image_root was given: pass the one the job had)"
+        )
+        found.append(f"{unresolved:,} of the {len(shown):,} rows shown have relative image paths, no file {where}.")
+    return found
+
+
+def render(data: dict, charts: dict[str, bytes], source: str, image_root: Optional[str] = None) -> str:
     """The page for the figures `data` (from `ScoreStatistics`) and the PNG `charts` (by file name)."""
     summary = data["summary"]
-    failed = sum(summary["failed"].values())
+    failed = sum(summary["failed"].values()) + summary.get("failed_other", 0)
+    invalid = sum((summary.get("invalid_scores") or {}).values())
     cards = [
         _card("rows", f"{summary['rows']:,}"),
         _card("scored", f"{summary['scored']:,}"),
@@ -88,9 +129,11 @@ def render(data: dict, charts: dict[str, bytes], source: str) -> str:
         _card("min", _number(summary["min"])),
         _card("max", _number(summary["max"])),
     ]
-    if summary["without_score"] or summary["unreadable_lines"]:
+    if summary["without_score"] or summary["unreadable_lines"] or invalid:
         cards.append(_card("rows without a score field", f"{summary['without_score']:,}"))
+        cards.append(_card("scores not in [0, 1]", f"{invalid:,}"))
         cards.append(_card("unreadable lines", f"{summary['unreadable_lines']:,}"))
+    banner = "".join(f'<p class="warning">{_text(text, "")}</p>' for text in notices(data, image_root))
     percentiles = summary["percentiles"]
     thresholds = summary["keep_top_thresholds"]
     tables = ""
@@ -114,13 +157,14 @@ def render(data: dict, charts: dict[str, bytes], source: str) -> str:
     )
     lowest = "".join(_row(row) for row in data["lowest"]) or '<p class="muted">No scored rows.</p>'
     highest = "".join(_row(row) for row in data["highest"]) or '<p class="muted">No scored rows.</p>'
-    key = html.escape(summary["output_key"])
+    key = _text(summary["output_key"], "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>LongCLIP score report</title><style>{_STYLE}</style></head>
 <body><main>
 <h1>LongCLIP score report</h1>
-<div class="muted">{html.escape(source)} · field <code>{key}</code></div>
+<div class="muted">{_text(source, "")} · field <code>{key}</code></div>
+{banner}
 {runs.section(data.get("runs"))}
 <div class="cards">{"".join(cards)}</div>
 {tables}

@@ -3,27 +3,27 @@
 Each figure is a global combine whose accumulator has a fixed size: counts, mean and variance (merged
 with Chan's formula), a 1,000-bin histogram of scores, a histogram of score by caption length,
 percentiles from Beam's approximate-quantile combiner (rank error at most 0.1% of the rows; exact
-below about 15,000 rows), and the few lowest- and highest-scoring rows. Nothing collects the scores.
+below about 15,000 rows), failures by reason (at most `MAX_REASONS` of them, the rest counted together),
+and the few lowest- and highest-scoring rows. Nothing collects the scores.
 
 Percentiles, mean, std, the histograms and the rows shown are over scored rows only: a failed row's
-0.0 is not a score.
+0.0 is not a score, and neither is a value that is not a finite number in [0, 1] (counted apart, by kind).
 """
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from typing import Any, Iterable, NamedTuple, Optional
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io import ReadAllFromParquetBatched, ReadAllFromText
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton
 from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
-from pipeline.io.arrow import table_rows
-from pipeline.report.thumbnails import thumbnails
+from pipeline.report.shown import SHOWN, ShownRow, for_page, shown_row
+from pipeline.report.text import shown_text
 from transforms import ImageSettings, OutputFields, RecordFields
 from transforms.inputs.tokenizer import LongCLIPTokenizer
 
@@ -35,92 +35,94 @@ LENGTH_SCORE_BINS = 100  # scores over [0, 1], against caption length
 PERCENTILES = tuple(range(1, 100))
 KEEP_TOP_FRACTIONS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 QUANTILE_EPSILON = 0.001
-CAPTION_CHARS_SHOWN = 1200
+MAX_REASONS = 1000  # distinct failure reasons counted one by one; rows with any other are counted together
+REASON_CHARS = 200  # a reason longer than this is cut (the job's reason codes are a few words)
+EXAMPLE_CHARS = 40  # an invalid score as shown
+TOKENIZED_WORDS, TOKENIZED_CHARS = 2048, 32768  # enough of a caption for LENGTH_BINS * LENGTH_BIN_TOKENS tokens
+
+# What is wrong with a score field that holds something other than a finite number in [0, 1].
+NOT_A_NUMBER, NOT_FINITE, OUT_OF_RANGE = "not a number", "not finite", "outside [0, 1]"
 
 
-def is_parquet(path: str) -> bool:
-    return path.lower().endswith(".parquet")
+def check_score(value: Any) -> tuple[Optional[float], Optional[str]]:
+    """(the score, None) for a finite number in [0, 1]; (None, what is wrong) otherwise; (None, None) when
+    there is none. Integers of any size are compared as integers: 10**400 is out of range, not an error."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, NOT_A_NUMBER
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, NOT_FINITE
+    if not 0 <= value <= 1:
+        return None, OUT_OF_RANGE
+    return float(value), None
 
 
-class ReadScoredRows(beam.PTransform):
-    """Files → dicts: Parquet files by their extension, every other file as JSON Lines. A line that is not
-    a JSON object becomes None (counted as unreadable), so one stray line never stops a report."""
-
-    def __init__(self, paths: Iterable[str]):
-        super().__init__()
-        self._paths = sorted(paths)
-
-    def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection:
-        jsonl = [path for path in self._paths if not is_parquet(path)]
-        parquet = [path for path in self._paths if is_parquet(path)]
-        parts = []
-        if jsonl:
-            parts.append(
-                begin
-                | "JsonlFiles" >> beam.Create(jsonl)
-                | "ReadLines" >> ReadAllFromText()
-                | "ParseJson" >> beam.FlatMap(_parse_line)
-            )
-        if parquet:
-            parts.append(
-                begin
-                | "ParquetFiles" >> beam.Create(parquet)
-                | "ReadParquet" >> ReadAllFromParquetBatched()
-                | "Rows" >> beam.FlatMap(table_rows)  # every valid value, as the job reads them
-            )
-        if not parts:
-            return begin | "NoFiles" >> beam.Create([])
-        return parts | "AllRows" >> beam.Flatten()
-
-
-def _parse_line(line: str) -> list[Optional[dict]]:
-    if not line.strip():
-        return []
-    try:
-        row = json.loads(line)
-    except ValueError:
-        row = None
-    return [row if isinstance(row, dict) else None]
+def _example(value: Any) -> str:
+    """The value as shown: a huge integer by its number of digits."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**EXAMPLE_CHARS:
+        try:
+            return f"an integer of {len(str(abs(value))):,} digits"
+        except ValueError:  # over Python's limit on digits converted to text
+            return "an integer of thousands of digits"
+    return shown_text(value if isinstance(value, str) else repr(value), EXAMPLE_CHARS)
 
 
 class Facts(NamedTuple):
     """What the figures need of one row."""
 
     readable: bool
-    has_score: bool
+    has_score: bool  # a valid score
     score: Optional[float]  # set when the row was scored
     reason: Optional[str]  # set when it failed
     truncated: bool
     tokens: Optional[int]  # the caption's length, for scored rows with a text caption
+    invalid: Optional[str] = None  # what is wrong with a score that is not valid
+    example: Optional[str] = None  # that score, shown short
 
 
 class _RowFacts(beam.DoFn):
-    def __init__(self, fields: RecordFields):
+    """Row → `Facts`, and for scored rows a `ShownRow` candidate on the `SHOWN` output."""
+
+    def __init__(self, fields: RecordFields, images: ImageSettings):
         self._fields = fields
         self._outputs = OutputFields.of(fields)
+        self._images = images
 
     def setup(self) -> None:
         self._tokenizer = LongCLIPTokenizer()
 
     def process(self, row: Optional[dict]):
-        if row is None:
+        if not isinstance(row, dict):
             Metrics.counter(METRICS_NAMESPACE, "unreadable_lines").inc()
             yield Facts(False, False, None, None, False, None)
             return
         outputs = self._outputs
-        score, reason = row.get(outputs.score), row.get(outputs.reason)
-        has_score = isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
+        reason = row.get(outputs.reason)
         truncated = row.get(outputs.truncated) is True
-        if not has_score or reason is not None:
-            yield Facts(True, has_score, None, str(reason) if reason is not None else None, truncated, None)
+        if reason is not None:
+            yield Facts(True, False, None, shown_text(reason, REASON_CHARS), truncated, None)
             return
-        yield Facts(True, True, float(score), None, truncated, self._tokens(row.get(self._fields.text_key)))
+        raw = row.get(outputs.score)
+        score, invalid = check_score(raw)
+        if score is None:
+            example = _example(raw) if invalid else None
+            yield Facts(True, False, None, None, truncated, None, invalid, example)
+            return
+        yield Facts(True, True, score, None, truncated, self._tokens(row.get(self._fields.text_key)))
+        yield beam.pvalue.TaggedOutput(SHOWN, shown_row(score, row, self._fields, self._images))
 
     def _tokens(self, text: Any) -> Optional[int]:
+        """Tokens with start and end, counted up to the last length bin, over the caption's first words only."""
         if not isinstance(text, str):
             return None
+        words = []
+        for number, match in enumerate(re.finditer(r"\S+", text)):
+            if number == TOKENIZED_WORDS:
+                break
+            words.append(match.group())
         limit = LENGTH_BIN_TOKENS * LENGTH_BINS
-        return len(self._tokenizer.encode(" ".join(text.split()), stop_after=limit)) + 2  # with start and end
+        return len(self._tokenizer.encode(" ".join(words)[:TOKENIZED_CHARS], stop_after=limit)) + 2
 
 
 def score_bin(score: float, bins: int) -> int:
@@ -129,6 +131,10 @@ def score_bin(score: float, bins: int) -> int:
 
 def length_bin(tokens: int) -> int:
     return min(tokens // LENGTH_BIN_TOKENS, LENGTH_BINS - 1)
+
+
+def _add_count(counts: dict, key: str, count: int = 1) -> None:
+    counts[key] = counts.get(key, 0) + count
 
 
 class _Counts(beam.CombineFn):
@@ -141,6 +147,9 @@ class _Counts(beam.CombineFn):
             "without_score": 0,
             "truncated": 0,
             "failed": {},
+            "failed_other": 0,
+            "invalid": {},
+            "invalid_examples": {},
             "n": 0,
             "mean": 0.0,
             "m2": 0.0,
@@ -158,7 +167,14 @@ class _Counts(beam.CombineFn):
             return acc
         acc["truncated"] += facts.truncated
         if facts.reason is not None:
-            acc["failed"][facts.reason] = acc["failed"].get(facts.reason, 0) + 1
+            if facts.reason in acc["failed"] or len(acc["failed"]) < MAX_REASONS:
+                _add_count(acc["failed"], facts.reason)
+            else:
+                acc["failed_other"] += 1
+            return acc
+        if facts.invalid is not None:
+            _add_count(acc["invalid"], facts.invalid)
+            acc["invalid_examples"].setdefault(facts.invalid, facts.example)
             return acc
         if not facts.has_score:
             acc["without_score"] += 1
@@ -179,10 +195,13 @@ class _Counts(beam.CombineFn):
     def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
         merged = self.create_accumulator()
         for acc in accumulators:
-            for key in ("rows", "unreadable", "without_score", "truncated"):
+            for key in ("rows", "unreadable", "without_score", "truncated", "failed_other"):
                 merged[key] += acc[key]
-            for reason, count in acc["failed"].items():
-                merged["failed"][reason] = merged["failed"].get(reason, 0) + count
+            for key in ("failed", "invalid"):
+                for name, count in acc[key].items():
+                    _add_count(merged[key], name, count)
+            for name, example in acc["invalid_examples"].items():
+                merged["invalid_examples"].setdefault(name, example)
             n = merged["n"] + acc["n"]
             if acc["n"]:  # Chan et al.'s pairwise combination of mean and sum of squared deviations
                 delta = acc["mean"] - merged["mean"]
@@ -192,29 +211,14 @@ class _Counts(beam.CombineFn):
             merged["min"], merged["max"] = min(merged["min"], acc["min"]), max(merged["max"], acc["max"])
             for key in ("histogram", "by_length", "length_sum"):
                 merged[key] += acc[key]
+        if len(merged["failed"]) > MAX_REASONS:  # the most frequent are kept; the others counted together
+            ranked = sorted(merged["failed"].items(), key=lambda item: (-item[1], item[0]))
+            merged["failed"] = dict(ranked[:MAX_REASONS])
+            merged["failed_other"] += sum(count for _, count in ranked[MAX_REASONS:])
         return merged
 
     def extract_output(self, acc: dict) -> dict:
         return acc
-
-
-class ShownRow(NamedTuple):
-    score: float
-    image: Any
-    caption: Any
-
-
-def _shown(row: Optional[dict], fields: RecordFields) -> list[ShownRow]:
-    outputs = OutputFields.of(fields)
-    if row is None or row.get(outputs.reason) is not None:
-        return []
-    score = row.get(outputs.score)
-    if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
-        return []
-    caption = row.get(fields.text_key)
-    if isinstance(caption, str) and len(caption) > CAPTION_CHARS_SHOWN:
-        caption = caption[:CAPTION_CHARS_SHOWN] + "…"
-    return [ShownRow(float(score), row.get(fields.image_key), caption)]
 
 
 class ScoreStatistics(beam.PTransform):
@@ -228,23 +232,24 @@ class ScoreStatistics(beam.PTransform):
         self._rows_shown = rows_shown
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        facts = rows | "Facts" >> beam.ParDo(_RowFacts(self._fields))
+        facts, shown = rows | "Facts" >> beam.ParDo(_RowFacts(self._fields, self._images)).with_outputs(
+            SHOWN, main="facts"
+        )
         counts = facts | "Counts" >> beam.CombineGlobally(_Counts())
         quantiles = (
             facts
             | "Scores" >> beam.FlatMap(lambda f: [f.score] if f.score is not None else [])
             | "Quantiles" >> beam.CombineGlobally(ApproximateQuantilesCombineFn.create(101, epsilon=QUANTILE_EPSILON))
         )
-        shown = rows | "ShownRows" >> beam.FlatMap(_shown, self._fields)
         lowest = (
             shown
             | "Lowest" >> beam.combiners.Top.Of(self._rows_shown, key=_by_score, reverse=True)
-            | "LowestThumbnails" >> beam.Map(_for_page, self._images)
+            | "LowestThumbnails" >> beam.Map(for_page, self._images, self._fields.image_key)
         )
         highest = (
             shown
             | "Highest" >> beam.combiners.Top.Of(self._rows_shown, key=_by_score)
-            | "HighestThumbnails" >> beam.Map(_for_page, self._images)
+            | "HighestThumbnails" >> beam.Map(for_page, self._images, self._fields.image_key)
         )
         return (
             rows.pipeline
@@ -265,35 +270,13 @@ def _by_score(row: ShownRow) -> float:
     return row.score
 
 
-def _for_page(rows: list[ShownRow], images: ImageSettings) -> list[dict]:
-    """The rows as JSON-ready dicts, best first for the highest and worst first for the lowest, with thumbnails."""
-    made = thumbnails([row.image for row in rows], images)
-    return [
-        {
-            "score": row.score,
-            "image": _as_text(row.image),
-            "caption": _as_text(row.caption),
-            "thumbnail": picture.data_uri,
-            "thumbnail_error": picture.error,
-        }
-        for row, picture in zip(rows, made, strict=True)
-    ]
-
-
-def _as_text(value: Any) -> Optional[str]:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (bytes, bytearray)):
-        return f"({len(value):,} bytes of image data in the row)"
-    return json.dumps(value, ensure_ascii=False, default=repr)
-
-
 def _assemble(_, counts: dict, quantiles: list, lowest: list, highest: list, output_key: str) -> dict:
     n = counts["n"]
     summary = {
         "rows": counts["rows"],
         "scored": n,
         "failed": dict(sorted(counts["failed"].items())),
+        "failed_other": counts["failed_other"],
         "truncated": counts["truncated"],
         "mean": counts["mean"] if n else None,
         "std": math.sqrt(counts["m2"] / n) if n else None,
@@ -302,6 +285,8 @@ def _assemble(_, counts: dict, quantiles: list, lowest: list, highest: list, out
         "percentiles": {f"p{p}": quantiles[p] for p in PERCENTILES} if n else {},
         "keep_top_thresholds": {str(f): quantiles[round(100 * (1 - f))] for f in KEEP_TOP_FRACTIONS} if n else {},
         "without_score": counts["without_score"],
+        "invalid_scores": dict(sorted(counts["invalid"].items())),
+        "invalid_score_examples": dict(sorted(counts["invalid_examples"].items())),
         "unreadable_lines": counts["unreadable"],
         "output_key": output_key,
     }

@@ -30,6 +30,8 @@ SCORE_COLUMNS = [
     ("longclip_score_text_embedding", pa.list_(pa.float32())),
 ]
 
+PROVENANCE_COLUMNS = [("__url__", pa.string()), ("__row__", pa.int64())]
+
 
 def _read_output(folder) -> pa.Table:
     files = sorted(folder.glob("scored-*-of-*.parquet"))
@@ -74,9 +76,13 @@ def test_laion_style_parquet_with_urls_keeps_its_columns(
         )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = _read_output(tmp_path / "out")
-    assert [(f.name, f.type) for f in out.schema] == [(f.name, f.type) for f in table.schema] + SCORE_COLUMNS
+    assert [(f.name, f.type) for f in out.schema] == [
+        (f.name, f.type) for f in table.schema
+    ] + PROVENANCE_COLUMNS + SCORE_COLUMNS
     rows = sorted(out.to_pylist(), key=lambda row: row["SAMPLE_ID"])
     assert [row["SAMPLE_ID"] for row in rows] == list(range(len(urls))), "one row per input row"
+    files = [str(tmp_path / "part-00000.parquet")] * 4 + [str(tmp_path / "part-00001.parquet")] * 3
+    assert [(row["__url__"], row["__row__"]) for row in rows] == list(zip(files, [0, 1, 2, 3, 0, 1, 2], strict=True))
     for row, original in zip(rows, table.to_pylist(), strict=True):
         assert {key: row[key] for key in original} == original, "the input's own columns come out as they were"
     for row, name in zip(rows, names, strict=False):
@@ -113,9 +119,13 @@ def test_hugging_face_parquet_with_image_structs(tmp_path, longclip_checkpoint, 
         ("image", pa.string()),
         ("text", pa.string()),
         ("label", pa.int64()),
-    ] + SCORE_COLUMNS
+    ] + PROVENANCE_COLUMNS + SCORE_COLUMNS
     rows = sorted(out.to_pylist(), key=lambda row: row["label"])
     assert [row["label"] for row in rows] == list(range(len(texts)))
+    source = str(tmp_path / "train-00000-of-00001.parquet")
+    assert [(row["__url__"], row["__row__"]) for row in rows] == [(source, i) for i in range(len(texts))], (
+        "each row says where its image bytes are: file and row (row groups of 3 rows)"
+    )
     assert [row["image"] for row in rows] == names + [str(good_images["la.png"]), "broken.png", None]
     for row, name in zip(rows[:5], names + ["la.png"], strict=True):
         _check_scored_row(row, reference_score(longclip_state_dict, good_images[name], row["text"]))
@@ -146,6 +156,7 @@ def test_parquet_values_json_lacks_are_written_as_text_in_jsonl(tmp_path, longcl
     lines = [json.loads(line) for path in (tmp_path / "out").glob("scored-*.jsonl") for line in path.open()]
     first = next(line for line in lines if line["text"] == "a red square")
     assert (first["taken"], first["day"], first["price"]) == ("2024-05-01T12:30:00.000", "2024-05-01", "1.50")
+    assert (first["__url__"], first["__row__"]) == (str(tmp_path / "in.parquet"), 0)
     assert first["thumbnail"] == "AAE=" and first["tags"] == [["a", 1]]
 
 

@@ -26,7 +26,7 @@ def _cli(*args) -> subprocess.CompletedProcess:
     "args, message",
     [
         (["--output", "out"], "--input: is required"),  # found before Beam is imported
-        (["--input", "/no/such/dir/*.jsonl", "--output", "out"], "--input: no file matches /no/such/dir/*.jsonl"),
+        (["--input", "/no/such/dir/*.jsonl", "--output", "out"], "--input: no file matches '/no/such/dir/*.jsonl'"),
     ],
 )
 def test_bad_flags_exit_2_with_a_one_line_error(args, message):
@@ -108,3 +108,22 @@ def test_a_report_folder_inside_the_input_glob_is_not_read(tmp_path):
 def test_empty_input_folder_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="no file matches"):
         run(["--input", str(tmp_path / "*.jsonl"), "--output", str(tmp_path / "report")])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["read-only file system", "a file in the way"])
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, where):
+    write_jsonl(tmp_path / "in" / "scored.jsonl", make_scored_rows(5))
+    if where == "read-only file system":
+        output, reason = "/sys/longclip-report", "operation not permitted"  # sysfs: read-only, even for root
+    else:
+        (tmp_path / "taken").write_text("a file")
+        output, reason = str(tmp_path / "taken" / "report"), "not a directory"
+    done = _cli("--input", str(tmp_path / "in" / "*.jsonl"), "--output", output)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"python -m pipeline.report: error: --output: cannot write in {output}: {reason}; "
+        "choose a folder you can write to"
+    ), done.stderr[-2000:]

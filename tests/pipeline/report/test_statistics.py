@@ -7,7 +7,9 @@ import apache_beam as beam
 import numpy as np
 import pytest
 
-from pipeline.report.statistics import ReadScoredRows, ScoreStatistics
+from pipeline.io.parts import plan_parts
+from pipeline.report.read import ReadScoredRows
+from pipeline.report.statistics import ScoreStatistics
 from tests.support.scored import make_scored_rows, scores_of, write_jsonl, write_parquet
 from transforms import ImageSettings, RecordFields
 
@@ -40,7 +42,11 @@ def test_lowest_and_highest_rows_are_the_extreme_scores(scored_report):
     scores = np.sort(scores_of(rows))
     assert [row["score"] for row in data["lowest"]] == scores[:12].tolist()
     assert [row["score"] for row in data["highest"]] == scores[::-1][:12].tolist()
-    assert data["lowest"][0]["thumbnail"] is None and "image_not_found" in data["lowest"][0]["thumbnail_error"]
+    assert data["lowest"][0]["thumbnail"] is None and data["lowest"][0]["thumbnail_note"] == "not found"
+    assert (
+        data["lowest"][0]["thumbnail_error"].startswith("Not found: ")
+        and "does not exist" in (data["lowest"][0]["thumbnail_error"])
+    )
     assert data["highest"][0]["image"].startswith("http://127.0.0.1:")
     assert data["highest"][0]["thumbnail"].startswith("data:image/jpeg;base64,")
     assert sum(map(sum, data["by_length"])) == len(scores)  # every scored row has a caption here
@@ -66,8 +72,9 @@ def test_jsonl_and_parquet_give_the_same_figures(tmp_path):
     rows = make_scored_rows(300, seed=3)
     jsonl = write_jsonl(tmp_path / "rows.jsonl", rows)
     parquet = write_parquet(tmp_path / "rows.parquet", rows)
-    from_jsonl = _statistics(lambda p: p | ReadScoredRows([str(jsonl)]), tmp_path)
-    from_parquet = _statistics(lambda p: p | ReadScoredRows([str(parquet)]), tmp_path)
+    read = [ReadScoredRows(plan_parts(str(path)), RecordFields(), 1 << 20) for path in (jsonl, parquet)]
+    from_jsonl = _statistics(lambda p: p | read[0], tmp_path)
+    from_parquet = _statistics(lambda p: p | read[1], tmp_path)
     assert from_jsonl == from_parquet
     assert from_jsonl["summary"]["scored"] == len(scores_of(rows))
 
@@ -89,11 +96,14 @@ def test_other_field_names_and_rows_without_scores(tmp_path):
         {"s": 0.7, "s_reason": None, "s_truncated": True, "caption": "a cat", "pic": "x.png"},
         {"s": 0.0, "s_reason": "text_empty", "s_truncated": False, "caption": " ", "pic": "x.png"},
         {"source": "in.jsonl", "reason": "not_json"},  # a dead-letter entry caught by a wide glob
-        {"s": "NaN", "s_reason": None},
+        {"s": "NaN", "s_reason": None},  # the job writes a NaN as this string: not a score
     ]
     data = _statistics(lambda p: p | beam.Create(rows), tmp_path, output_key="s", text_key="caption", image_key="pic")
     summary = data["summary"]
-    assert (summary["rows"], summary["scored"], summary["without_score"], summary["truncated"]) == (4, 1, 2, 1)
+    assert (summary["rows"], summary["scored"], summary["without_score"], summary["truncated"]) == (4, 1, 1, 1)
+    assert summary["invalid_scores"] == {"not a number": 1} and summary["invalid_score_examples"] == {
+        "not a number": "NaN"
+    }
     assert summary["failed"] == {"text_empty": 1} and summary["percentiles"]["p50"] == 0.7
     assert data["highest"][0]["caption"] == "a cat" and data["highest"][0]["image"] == "x.png"
     assert sum(map(sum, data["by_length"])) == 1

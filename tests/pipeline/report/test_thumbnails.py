@@ -5,7 +5,7 @@ import io
 
 from PIL import Image
 
-from pipeline.report.thumbnails import thumbnail, thumbnails
+from pipeline.report.thumbnails import thumbnail
 from transforms import ImageSettings
 
 
@@ -25,8 +25,11 @@ def test_thumbnails_of_paths_relative_paths_and_bytes(good_images):
 
 
 def test_an_unreadable_image_gives_its_reason(good_images, bad_images):
-    results = thumbnails([None, 42, "/no/such.png", str(bad_images["corrupt.jpg"])], ImageSettings())
+    images = (None, 42, "/no/such.png", str(bad_images["corrupt.jpg"]))
+    results = [thumbnail(image, ImageSettings()) for image in images]
     results.append(thumbnail(str(good_images["large_1800x1200.jpg"]), ImageSettings(max_image_pixels=1000)))
     assert [r.data_uri for r in results] == [None] * 5
-    reasons = [r.error.split(":")[0] for r in results]
-    assert reasons == ["image_missing", "image_wrong_type", "image_not_found", "image_undecodable", "image_too_large"]
+    notes = [r.note for r in results]
+    assert notes == ["no image in the row", "not a path", "not found", "not a readable image", "over the size limit"]
+    assert all(not r.error.startswith("image_") for r in results), "words, not the job's reason codes"
+    assert results[2].error == "Not found: /no/such.png does not exist"
