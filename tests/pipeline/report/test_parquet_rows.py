@@ -6,7 +6,9 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.report.statistics import ReadScoredRows
+from pipeline.io.parts import plan_parts
+from pipeline.report.read import ReadScoredRows
+from transforms import RecordFields
 
 
 def test_the_report_reads_rows_with_values_python_cannot_hold(tmp_path):
@@ -26,7 +28,7 @@ def test_the_report_reads_rows_with_values_python_cannot_hold(tmp_path):
     with beam.Pipeline(runner="FnApiRunner") as pipeline:
         (
             pipeline
-            | ReadScoredRows([str(tmp_path / "scored-00000-of-00001.parquet")])
+            | ReadScoredRows(plan_parts(str(tmp_path / "scored-00000-of-00001.parquet")), RecordFields(), 1 << 20)
             | beam.Map(lambda row: json.dumps({"text": row["text"], "score": row["longclip_score"]}))
             | beam.io.WriteToText(str(tmp_path / "rows"), shard_name_template="")
         )
