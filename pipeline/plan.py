@@ -113,6 +113,11 @@ class JobPlan:
     beam: Any = field(compare=False)  # Beam's PipelineOptions, defaults included
     # The Parquet input's own columns (from the files' footers), which Parquet output keeps.
     input_schema: Any = field(default=None, compare=False)
+    # Files removed before the job starts: temporary leftovers of a failed run under the destinations' prefixes,
+    # and with --overwrite the outputs of an earlier run (`pipeline.destinations`).
+    remove_first: tuple[str, ...] = ()
+    # --resume: the job manifest (JSON) written before the first part (`pipeline.io.manifests`).
+    resume_manifest: Optional[str] = None
 
     @property
     def files(self) -> Optional[FileInput]:

@@ -37,6 +37,8 @@ def check_flags(known: argparse.Namespace, options) -> None:
         )
     if known.output_format == "parquet" and streaming:
         raise UsageError("--output_format parquet is for batch jobs; a streaming job writes JSONL files")
+    if known.overwrite and streaming:
+        raise UsageError("--overwrite is for batch jobs; a streaming job adds its windows beside the earlier ones")
     if known.resume:
         _check_resume(known, streaming, is_local(options))
     if is_local(options):
