@@ -90,7 +90,7 @@ def check_input(job: Any, destinations: Destinations, source: FileInput) -> None
 def earlier_outputs(job: Any, destinations: Destinations) -> tuple[str, ...]:
     """A batch job without --resume: files of the job's own naming under its prefixes are refused, or with
     --overwrite removed first; temporary leftovers of a failed run are removed either way."""
-    remove: list[str] = []
+    earlier, leftovers = [], []
     for flag, prefix in file_prefixes(destinations).items():
         found = _find(flag, prefix)
         if found.outputs and not job.overwrite:
@@ -98,8 +98,9 @@ def earlier_outputs(job: Any, destinations: Destinations) -> tuple[str, ...]:
                 f"--{flag}: {found.outputs[0]} is from an earlier run, and {prefix}-* would count its files with "
                 f"this run's: pass a new --{flag}, move them away, or add --overwrite to remove them first"
             )
-        remove += found.leftovers + (found.outputs if job.overwrite else ())
-    return tuple(remove)
+        earlier += found.outputs
+        leftovers += found.leftovers
+    return tuple(earlier + leftovers)
 
 
 def resume_state(
@@ -109,7 +110,8 @@ def resume_state(
     and a run that differs from the one that began the output (unless --overwrite, which starts over)."""
     output, dead_letter = destinations.output, destinations.dead_letter
     found = {flag: _find(flag, prefix) for flag, prefix in file_prefixes(destinations).items()}
-    remove = [path for each in found.values() for path in each.leftovers]
+    leftovers = [path for each in found.values() for path in each.leftovers]
+    remove = []
     for flag, each in found.items():
         if each.shards and not job.overwrite:
             raise UsageError(
@@ -117,20 +119,20 @@ def resume_state(
                 "twice: pass a new --output, move those files away, or add --overwrite to remove them"
             )
         remove += each.shards
-    recorded = None
+    recorded, why = None, None
     try:
         recorded = manifests.read_job(output)
         why = manifests.difference(recorded, manifest) if recorded else None
     except manifests.ManifestError as exc:
         why = str(exc)
     started = [path for each in found.values() for path in each.parts + each.manifests]
-    if recorded is None and started:
+    if why is None and recorded is None and started:
         why = f"{started[0]} is there but not {manifests.job_path(output)}, which says what its run read"
     if why and not job.overwrite:
         raise UsageError(f"--resume: {why}; {_HOW}")
     if why:  # --overwrite: start over
         _LOGGER.info("Resume: starting over (--overwrite): %s", why)
-        return source, tuple(remove + started)
+        return source, tuple(remove + started + leftovers)
     done = []
     for part in source.parts:
         complete, problem = manifests.check_part(part, output, dead_letter)
@@ -139,7 +141,7 @@ def resume_state(
         elif problem:
             _LOGGER.warning("Resume: part %s, bytes %d to %d, is read again: %s", *part[:3], problem)
     todo = tuple(part for part in source.parts if part not in done)
-    return dataclasses.replace(source, todo=todo), tuple(remove)
+    return dataclasses.replace(source, todo=todo), tuple(remove + leftovers)
 
 
 def manifest_text(manifest: dict) -> str:

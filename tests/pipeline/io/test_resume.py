@@ -164,6 +164,17 @@ def test_resume_refuses_a_rerun_that_differs_from_the_run_that_began(tmp_path, g
     with pytest.raises(UsageError, match=re.escape(f"--input file {tmp_path / 'in.jsonl'} changed since")):
         run(argv)
     assert sorted((tmp_path / "out").rglob("*")) == before  # a refusal changes nothing
+    job = tmp_path / "out" / "scored.resume" / "job.json"
+    job.rename(job.with_name("moved.json"))
+    with pytest.raises(UsageError, match=r"^--resume: .*scored-part-.* is there but not .*job.json, which says"):
+        run(argv)
+    job.write_text("{")
+    with pytest.raises(UsageError, match=r"^--resume: .*job.json cannot be read: "):
+        run(argv)
+    # --overwrite starts over: the earlier run's files go, every line of the input as it is now comes out once.
+    summarize(run(argv + ["--overwrite"]))
+    assert _ids(tmp_path / "out", "scored") == [n for n in range(35) if n % 10 != 9]
+    assert not (tmp_path / "out" / "scored.resume" / "moved.json").exists()
 
 
 @pytest.mark.slow
