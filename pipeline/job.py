@@ -91,7 +91,8 @@ def _run_part_by_part(plan: JobPlan) -> PipelineResult:
     stage, so within one pipeline no part would be done before all are read.)"""
     results = []
     todo, output, dead_letter = plan.files.todo, plan.destinations.output, plan.destinations.dead_letter
-    manifests.write_job(output, json.loads(plan.resume_manifest))
+    if plan.resume_manifest:  # none in a dry run, which lists no outputs
+        manifests.write_job(output, json.loads(plan.resume_manifest))
     for number, part in enumerate(todo, 1):
         manifests.clear(part, output, dead_letter)  # what an earlier attempt at the part left
         pipeline = beam.Pipeline(options=plan.beam)
