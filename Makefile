@@ -39,7 +39,7 @@ browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 demo: venv
-	$(PY) -m pipeline --input examples/captions.jsonl --image_root examples --output $(DEMO_OUT)/scored --model "$(MODEL)"
+	$(PY) -m pipeline --input examples/captions.jsonl --image_root examples --output $(DEMO_OUT)/scored --model "$(MODEL)" --overwrite
 	@echo "Scored records: $(DEMO_OUT)/scored-*.jsonl; malformed lines: $(DEMO_OUT)/scored.dead_letter-*.jsonl"
 
 # The same job with no network: a tiny random checkpoint made here. Its scores are meaningless.

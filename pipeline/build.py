@@ -11,7 +11,7 @@ from apache_beam.metrics import Metrics
 
 from pipeline import failure_rate, progress, retry
 from pipeline.filters.keep import KeepByScore
-from pipeline.io import bigquery, parquet, records, resume
+from pipeline.io import bigquery, manifests, parquet, records, resume
 from pipeline.io.jsonl import ReadJsonLines, WriteJsonLines
 from pipeline.io.pubsub import PublishJson, ReadPubSubRecords
 from pipeline.io.shards import WriteShards
@@ -76,7 +76,7 @@ def build(pipeline: beam.Pipeline, plan: JobPlan, progress_folder: Optional[str]
         (
             tagged
             | "Tagged" >> beam.Flatten()
-            | "WriteParts" >> resume.WritePart(part, destinations.output, destinations.dead_letter)
+            | "WriteParts" >> resume.WritePart(manifests.staging(destinations.output, part))
         )
         return
     rejected = None

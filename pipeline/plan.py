@@ -123,6 +123,11 @@ class JobPlan:
     max_failed_fraction: float = 1.0
     # The run record as the job starts (pipeline/runs/record.py), written beside every output.
     run_record: Any = field(default=None, compare=False)
+    # Files removed before the job starts: temporary leftovers of a failed run under the destinations' prefixes,
+    # and with --overwrite the outputs of an earlier run (`pipeline.destinations`).
+    remove_first: tuple[str, ...] = ()
+    # --resume: the job manifest (JSON) written before the first part (`pipeline.io.manifests`).
+    resume_manifest: Optional[str] = None
 
     @property
     def files(self) -> Optional[FileInput]:

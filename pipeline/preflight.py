@@ -25,7 +25,8 @@ from pipeline import dataflow, retry
 from pipeline.cli.command import Flags
 from pipeline.cli.declarations import filtering, settings_from
 from pipeline.cli.kit import DEFAULT_LOCAL_STREAMING_RUNNER, UsageError, is_local
-from pipeline.io import bigquery, parquet, parquet_rows, resume
+from pipeline.destinations import check_collisions, check_input, earlier_outputs, manifest_text, resume_state
+from pipeline.io import bigquery, manifests, parquet, parquet_rows
 from pipeline.io.formats import DEFAULT_SAMPLES_PER_SHARD, input_format
 from pipeline.io.parts import InputProblem, plan_parts
 from pipeline.plan import Destinations, FileInput, JobPlan, KeepFilter, PubSubInput, Scoring
@@ -50,17 +51,20 @@ def preflight(flags: Flags, *, save_main_session: bool = False) -> JobPlan:
     settings = settings_from(job)
     beam, model = workers(flags, settings[ModelSettings], save_main_session=save_main_session)
     destinations = plan_destinations(flags)
+    check_collisions(job, destinations)
     if local:
         _check_model_here(model)
-    source = _file_input(job, destinations.output, local) if job.input else _pubsub_input(job, options)
-    if isinstance(source, FileInput) and job.resume:
-        _check_resumable(source, destinations.output)
+    source = _file_input(job, local) if job.input else _pubsub_input(job, options)
+    if isinstance(source, FileInput):
+        check_input(job, destinations, source)
+    scoring = Scoring(
+        _with_input_sizes(model), settings[BatchSettings], settings[RecordFields], settings[ImageSettings]
+    )
+    source, remove_first, manifest = _earlier_runs(flags, destinations, source, scoring)
     plan = JobPlan(
         source=source,
         destinations=destinations,
-        scoring=Scoring(
-            _with_input_sizes(model), settings[BatchSettings], settings[RecordFields], settings[ImageSettings]
-        ),
+        scoring=scoring,
         keep=KeepFilter(job.keep_min_score, job.keep_top_fraction) if filtering(job) else None,
         resume=job.resume,
         local=local,
@@ -68,6 +72,8 @@ def preflight(flags: Flags, *, save_main_session: bool = False) -> JobPlan:
         input_schema=_input_schema(source),
         retry_failed=job.retry_failed,
         max_failed_fraction=job.max_failed_fraction,
+        remove_first=remove_first,
+        resume_manifest=manifest,
     )
     plan = _with_run_record(plan, flags, started_at)
     if plan.retry_failed:
@@ -214,8 +220,8 @@ def _with_input_sizes(model: ModelSettings) -> ModelSettings:
     return dataclasses.replace(model, image_resolution=sizes.image_resolution, context_length=sizes.context_length)
 
 
-def _file_input(job, output: Optional[str], local: bool) -> FileInput:
-    """The parts of --input (found now: a missing file fails here); with --resume, those without outputs."""
+def _file_input(job, local: bool) -> FileInput:
+    """The parts of --input (found now: a missing file fails here)."""
     pattern = _local_flag("input", job.input, local)
     files = input_format(pattern, job.input_format)
     part_bytes = job.input_part_bytes if files == "jsonl" else sys.maxsize  # a shard or Parquet file: one part
@@ -223,9 +229,8 @@ def _file_input(job, output: Optional[str], local: bool) -> FileInput:
         parts = tuple(plan_parts(pattern, part_bytes))
     except InputProblem as exc:
         raise UsageError(f"--input: {exc}") from None
-    todo = resume.parts_to_do(parts, output) if job.resume else parts
     extensions = tuple(job.image_extensions.lower().split(","))
-    source = FileInput(pattern, files, parts, todo, job.max_line_bytes, extensions)
+    source = FileInput(pattern, files, parts, parts, job.max_line_bytes, extensions)
     size = sum(part.end - part.start for part in parts)
     count = len({part.path for part in parts})
     if files == "jsonl":
@@ -235,13 +240,22 @@ def _file_input(job, output: Optional[str], local: bool) -> FileInput:
     return source
 
 
-def _check_resumable(source: FileInput, output: str) -> None:
-    old = resume.unresumable_outputs(output)
-    if old:
-        raise UsageError(
-            f"--output: {old[0]} is from a run without --resume; with it some lines would come out twice: "
-            "pass a new --output, or move those files away"
-        )
+def _earlier_runs(flags: Flags, destinations: Destinations, source, scoring: Scoring):
+    """What earlier runs left under the file prefixes of a batch job (`pipeline.destinations`): the source
+    (with --resume, the parts not done), the files to remove before the job, and --resume's job manifest."""
+    job, options = flags.job, flags.beam
+    if not isinstance(source, FileInput) or options.view_as(TestOptions).dry_run:
+        return source, (), None
+    if not job.resume:
+        return source, earlier_outputs(job, destinations), None
+    recorded = {
+        "input_part_bytes": job.input_part_bytes,
+        "max_line_bytes": job.max_line_bytes,
+        "dead_letter": destinations.dead_letter,
+        "output_format": destinations.output_format,
+    }
+    manifest = manifests.job_manifest(source.parts, recorded, (scoring.model, scoring.fields, scoring.images))
+    source, remove_first = resume_state(job, destinations, source, manifest)
     done = [part for part in source.parts if part not in source.todo]
     _LOGGER.info(
         "Resume: %d of %d part(s) (%s) already have their outputs and are not read again; %d to go",
@@ -250,6 +264,7 @@ def _check_resumable(source: FileInput, output: str) -> None:
         _size(sum(part.end - part.start for part in done)),
         len(source.todo),
     )
+    return source, remove_first, manifest_text(manifest)
 
 
 def _pubsub_input(job, options) -> PubSubInput:

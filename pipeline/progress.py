@@ -17,6 +17,7 @@ import collections
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -140,6 +141,29 @@ def _duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+_FOLDER_PREFIX = "longclip-progress-"
+
+
+def _remove_abandoned_folders() -> None:
+    """Progress folders of jobs whose process is gone (killed with SIGKILL, so their monitor never cleaned up):
+    each folder is named after the launching process's id."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        match = re.fullmatch(rf"{_FOLDER_PREFIX}(\d+)-\w+", name)
+        if match and not _running(int(match.group(1))):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class ProgressMonitor:
     """Shows a local job's progress while it runs: on a terminal one line rewritten every second, otherwise
     a log line every `interval_secs`. Use as a context manager around `pipeline.run()`."""
@@ -147,7 +171,8 @@ class ProgressMonitor:
     RATE_WINDOW_SECS = 30.0
 
     def __init__(self, total_bytes: Optional[int], interval_secs: float = 10.0, stream: Optional[TextIO] = None):
-        self.folder = tempfile.mkdtemp(prefix="longclip-progress-")
+        _remove_abandoned_folders()
+        self.folder = tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-")
         self._total_bytes = total_bytes
         self._interval = interval_secs
         self._stream = stream or sys.stderr

@@ -38,6 +38,8 @@ def check_flags(known: argparse.Namespace, options) -> None:
     if known.output_format != "jsonl" and streaming:
         raise UsageError(f"--output_format {known.output_format} is for batch jobs; a streaming job writes JSONL files")
     _check_shards_out(known)
+    if known.overwrite and streaming:
+        raise UsageError("--overwrite is for batch jobs; a streaming job adds its windows beside the earlier ones")
     if known.resume:
         _check_resume(known, streaming, is_local(options))
     if known.retry_failed and (streaming or not known.input or known.resume):

@@ -207,6 +207,14 @@ class OutputOptions:
         minimum=0,
         maximum=1,
     )
+    overwrite: bool = setting(
+        False,
+        "batch jobs: first remove the files an earlier run wrote under --output, --dead_letter and "
+        "--rejected_output with this job's own names (<prefix>-SSSSS-of-NNNNN.jsonl or .parquet, window files, "
+        "<prefix>-part-ID.jsonl, <output>.resume/), and nothing else; without it such files stop the job. With "
+        "--resume, only what this run cannot go on from is removed",
+        label="Overwrite earlier outputs",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)

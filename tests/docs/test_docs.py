@@ -571,7 +571,7 @@ def test_allowed_image_prefixes(tmp_path, hub_home):
 
 
 @pytest.mark.slow
-@runs("resume")
+@runs("resume", "resume-changed")
 def test_resume_the_same_command_twice(tmp_path, hub_home):
     folder = write_data(tmp_path)
     done = run("resume", folder, environment(hub_home))
@@ -579,6 +579,20 @@ def test_resume_the_same_command_twice(tmp_path, hub_home):
     assert reasons(read_jsonl("out/scored-part-*.jsonl", folder)) == DEMO_REASONS
     assert len(read_jsonl("out/scored.dead_letter-part-*.jsonl", folder)) == 1
     assert not list((folder / "out").glob("*-of-*"))  # part by part, nothing else
+    refused = run("resume-changed", folder, environment(hub_home), returncode=2)
+    assert refused.stderr.splitlines()[-1] == block_after("resume-changed").text.strip()
+
+
+@pytest.mark.slow
+@runs("rerun", "overwrite")
+def test_a_rerun_is_refused_and_overwrite_replaces_the_earlier_outputs(tmp_path, hub_home):
+    folder, env = write_data(tmp_path), environment(hub_home)
+    run("rerun", folder, env)
+    refused = run("rerun", folder, env, returncode=2)
+    assert refused.stderr.splitlines()[-1] == block_after("rerun").text.strip()
+    done = run("overwrite", folder, env)
+    assert_sample_in(block_after("overwrite"), done.stderr)
+    assert reasons(read_jsonl("out/scored-*.jsonl", folder)) == DEMO_REASONS
 
 
 # ---- docs/streaming.md ---------------------------------------------------------------------------------------

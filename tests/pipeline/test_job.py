@@ -250,6 +250,7 @@ def _cli(*args) -> subprocess.CompletedProcess:
         (["--input", "x", "--output", "y", "--input_format", "csv"], "invalid choice: 'csv'"),
         (["--input", "x.parquet", "--output", "y", "--resume"], "--resume reads JSONL input part by part"),
         (["--input", "x", "--output", "y", "--output_format", "parquet", "--resume"], "--resume reads JSONL input"),
+        (["--streaming", "--input_topic", "projects/p/topics/t", "--output", "y", "--overwrite"], "--overwrite is for"),
         (["--input", "x", "--output", "y", "--image_extensions", "jpg, png"], "--image_extensions: must be extensions"),
         (["--input", "x", "--output", "y", "--output_format", "webdataset"], "--output_format webdataset copies the"),
     ],
@@ -436,3 +437,18 @@ def test_fuzzed_lines_through_the_job_each_come_out_once(tmp_path, longclip_chec
 
 
 _FUZZ_RUNS = itertools.count()
+
+
+def test_a_failed_local_job_leaves_no_temporary_folders(tmp_path, longclip_checkpoint):
+    """Beam's file sinks left their beam-temp-* folders beside the outputs when a job failed."""
+    from pipeline.job import run_plan
+    from pipeline.preflight import preflight
+
+    (tmp_path / "in.jsonl").write_text('{"text": "a cat"}\n')
+    out = tmp_path / "out"
+    plan = preflight(parse(["--input", str(tmp_path / "in.jsonl"), "--output", str(out / "scored")]
+                           + ["--model", str(longclip_checkpoint)]))  # fmt: skip
+    (tmp_path / "in.jsonl").unlink()  # gone between the plan and the run: the job fails
+    with pytest.raises(Exception, match="No such file"):
+        run_plan(plan, progress_interval_secs=None)
+    assert not out.exists() or not list(out.iterdir())

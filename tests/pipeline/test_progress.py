@@ -156,3 +156,23 @@ def test_a_terminal_gets_one_updating_line(tmp_path, longclip_checkpoint, good_i
     assert len(updates) >= 2, text[-3000:]
     assert updates[-1].startswith("61 records read, 60 scored or failed, 100.0% done"), updates[-1]
     assert "Done: 61 records read" in text
+
+
+def test_progress_folders_of_processes_that_are_gone_are_removed_at_the_start(tmp_path, monkeypatch):
+    """A job killed with SIGKILL used to leave its progress folder in the temp dir for good."""
+    import tempfile
+
+    from pipeline.progress import ProgressMonitor
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"longclip-progress-{int(gone.stdout)}-abc"
+    alive = tmp_path / f"longclip-progress-{os.getppid()}-def"  # a running process: kept
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "1.json").write_text("{}")
+    monitor = ProgressMonitor(None, interval_secs=60)
+    assert os.path.basename(monitor.folder).startswith(f"longclip-progress-{os.getpid()}-")
+    with monitor:
+        assert not dead.exists() and alive.exists()
+    assert not os.path.exists(monitor.folder)
