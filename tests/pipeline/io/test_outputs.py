@@ -8,7 +8,12 @@ def test_find_sorts_the_jobs_own_files_from_leftovers_and_leaves_the_rest(tmp_pa
     prefix = str(tmp_path / "scored")
     part = "0123456789abcdef0123"
     own = {
-        "shards": ["scored-00000-of-00002.jsonl", "scored-00001-of-00002.parquet", "scored-[a, b)-0-of-1.jsonl"],
+        "shards": [
+            "scored-00000-of-00002.jsonl",
+            "scored-00001-of-00002.parquet",
+            "scored-20261206T101500Z-20261206T101510Z-00000-of-00001.jsonl",
+            "scored-00003.tar",
+        ],
         "parts": [f"scored-part-{part}.jsonl"],
         "manifests": ["scored.resume/job.json", f"scored.resume/part-{part}.json"],
         "leftovers": [f".tmp-{'b' * 12}-scored-part-{part}.jsonl", f"scored.resume/.tmp-{'c' * 12}-job.json"],
