@@ -1,8 +1,9 @@
 """The ready scoring job around `transforms.ScoreLongCLIP`: `python -m pipeline --help`.
 
-`run(argv)` runs the job as the command line does; `parse` + `preflight` + `build` are its steps, for a job
-inside a pipeline of your own. Names load on first use, so that `--help` and flag errors need neither torch
-nor Beam's runners.
+`run(argv)` runs the job as the command line does; `parse`, then `pipeline.preflight.preflight` (the plan) and
+`pipeline.build.build` (the graph) are its steps, for a job inside a pipeline of your own. (Those two are not
+exported here: a package attribute named like a submodule is the submodule once that is imported.)
+Names load on first use, so that `--help` and flag errors need neither torch nor Beam's runners.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ _EXPORTS = {
     "run": "pipeline.job",
     "run_plan": "pipeline.job",
     "parse": "pipeline.cli.command",
-    "preflight": "pipeline.preflight",
-    "build": "pipeline.build",
     "JobPlan": "pipeline.plan",
     "summarize": "pipeline.outcome",
     "UsageError": "pipeline.cli.kit",

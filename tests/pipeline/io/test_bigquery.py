@@ -9,9 +9,10 @@ import pytest
 import torch
 from google.cloud import bigquery
 
-from pipeline import UsageError, build, parse, preflight, run, summarize
+from pipeline import UsageError, parse, run, summarize
+from pipeline.build import build
 from pipeline.io import bigquery as bq_sink
-from pipeline.preflight import plan_destinations
+from pipeline.preflight import plan_destinations, preflight
 from transforms.testing.emulators import GCP_PROJECT
 
 
