@@ -144,3 +144,15 @@ def test_each_rule_fails_when_broken(tmp_path, files, rule):
 def test_imports_inside_functions_are_allowed_where_module_level_ones_are_not(tmp_path):
     lazy = "def read():\n    import apache_beam\n"
     assert violations(_tree(tmp_path, {"transforms/inputs/x.py": lazy})) == []
+
+
+@pytest.mark.parametrize("package", ["pipeline", "transforms"])
+def test_no_exported_name_is_shadowed_by_a_submodule(package):
+    """`from pipeline import preflight` gave the module, not the function, once `pipeline.preflight` had been
+    imported: a package's lazily exported name must not be one of its submodules' names."""
+    import importlib
+    import pkgutil
+
+    module = importlib.import_module(package)
+    submodules = {info.name for info in pkgutil.iter_modules(module.__path__)}
+    assert not set(module.__all__) & submodules
