@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from pipeline.report import parts
 from pipeline.report.statistics import LENGTH_BIN_TOKENS, LENGTH_BINS, LENGTH_SCORE_BINS, SCORE_BINS
 from pipeline.report.text import neutralised
 from transforms.inputs.tokenizer import LONGCLIP_CONTEXT_LENGTH as CONTEXT_LENGTH
@@ -140,6 +141,36 @@ def length_chart(data: dict) -> bytes:
     return _png(figure)
 
 
+def spread_chart(data: dict) -> bytes:
+    """How far apart the chunk scores of one caption lie (highest minus lowest), by caption length: where long
+    captions drift from their image, their chunks disagree."""
+    title = "Spread of chunk scores within a caption, by caption length"
+    by_length = np.asarray(data["parts"]["spread_by_length"], dtype=float)
+    figure = _figure()
+    if not by_length.sum():
+        return _nothing(figure, title, "No caption was scored in two chunks or more")
+    rows_per_length = by_length.sum(axis=1)
+    used = np.flatnonzero(rows_per_length)
+    last_length = int(used[-1]) + 1
+    high = int(np.flatnonzero(by_length.sum(axis=0))[-1]) + 1
+    axes = figure.add_subplot()
+    x_edges = np.arange(last_length + 1) * parts.LENGTH_BIN_TOKENS
+    y_edges = np.arange(high + 1) * parts.SPREAD_MAX / parts.SPREAD_BINS
+    shade = np.ma.masked_equal(by_length[:last_length, :high].T, 0)
+    mesh = axes.pcolormesh(x_edges, y_edges, shade, cmap="Blues", norm=LogNorm(vmin=1))
+    figure.colorbar(mesh, ax=axes, label="captions", pad=0.01)
+    centres = (used + 0.5) * parts.LENGTH_BIN_TOKENS
+    means = np.asarray(data["parts"]["spread_sum"])[used] / rows_per_length[used]
+    axes.plot(centres, means, "-o", color=ORANGE, markersize=3, linewidth=1.5, label="mean spread")
+    last = (parts.LENGTH_BINS - 1) * parts.LENGTH_BIN_TOKENS
+    more = f" ({last}+ last)" if last_length == parts.LENGTH_BINS else ""
+    axes.set_xlabel(f"caption length, tokens with start and end{more}")
+    axes.set_ylabel("highest minus lowest chunk score")
+    axes.set_title(title, loc="left")
+    axes.legend(loc="upper left", fontsize=9)
+    return _png(figure)
+
+
 def failures_chart(data: dict) -> bytes:
     """Rows that could not be scored, by reason: the `MAX_BARS_REASONS` most frequent, then the others in one bar."""
     title = "Rows not scored, by reason"
@@ -174,6 +205,7 @@ def _label(reason: str) -> str:
     return text.replace("$", r"\$")
 
 
+SPREAD_CHART = "chunk_spread_by_length.png"
 CHARTS = {
     "histogram.png": histogram_chart,
     "retention.png": retention_chart,
@@ -183,5 +215,8 @@ CHARTS = {
 
 
 def draw_all(data: dict) -> dict[str, bytes]:
-    """Every chart, by file name."""
-    return {name: draw(data) for name, draw in CHARTS.items()}
+    """Every chart, by file name; the spread of chunk scores only when captions were scored in parts."""
+    drawn = {name: draw(data) for name, draw in CHARTS.items()}
+    if (data.get("parts") or {}).get("rows"):
+        drawn[SPREAD_CHART] = spread_chart(data)
+    return drawn

@@ -10,6 +10,12 @@ from typing import Optional
 from pipeline.report import runs
 from pipeline.report.text import neutralised
 
+CHART_TEXT = {  # the charts of every report, and their alternative text
+    "histogram.png": "histogram of scores",
+    "retention.png": "retention curve",
+    "score_by_length.png": "score against caption length",
+    "failures.png": "failures by reason",
+}
 SHOWN_PERCENTILES = ("p1", "p5", "p10", "p25", "p50", "p75", "p90", "p95", "p99")
 
 _STYLE = """
@@ -37,6 +43,8 @@ th { background: #eef1f5; font-weight: 600; }
 .row .score { font-weight: 700; font-size: 15px; }
 .row p { margin: 2px 0; font-size: 12px; overflow-wrap: anywhere; max-height: 8.4em; overflow: hidden; }
 .row .where { color: #667085; font-size: 11px; }
+mark { background: #fde68a; }
+#least-supported .row p { max-height: 16em; }
 .row p, .muted { unicode-bidi: isolate; }
 .warning { background: #fff4e5; border: 1px solid #f5b971; border-radius: 8px; padding: 8px 12px; margin: 12px 0 0;
   font-size: 14px; overflow-wrap: anywhere; }
@@ -68,18 +76,54 @@ def _text(value: Optional[str], default: str) -> str:
 
 
 def _row(row: dict) -> str:
+    return (
+        f'<div class="row">{_picture(row)}<div><div class="score">{row["score"]:.4f}</div>'
+        f"<p>{_text(row['caption'], '(no caption)')}</p>{_where(row)}</div></div>"
+    )
+
+
+def _picture(row: dict) -> str:
+    """The row's thumbnail, or a few words on why there is none (the whole sentence is its tooltip)."""
     if row["thumbnail"]:
-        picture = f'<div class="thumb"><img src="{row["thumbnail"]}" alt="thumbnail"></div>'
-    else:
-        # A few words fit the 96-pixel box; the whole sentence is its tooltip.
-        note = _text(row.get("thumbnail_note"), "cannot be shown")
-        picture = f'<div class="thumb missing" title="{_text(row["thumbnail_error"], "")}">no thumbnail<br>{note}</div>'
+        return f'<div class="thumb"><img src="{row["thumbnail"]}" alt="thumbnail"></div>'
+    note = _text(row.get("thumbnail_note"), "cannot be shown")
+    return f'<div class="thumb missing" title="{_text(row["thumbnail_error"], "")}">no thumbnail<br>{note}</div>'
+
+
+def _where(row: dict) -> str:
     where = f'<p class="where">{_text(row["image"], "(no image field)")}</p>'
     if row.get("source"):
         where += f'<p class="where">{_text(row["source"], "")}</p>'
+    return where
+
+
+def _parts_section(parts: Optional[dict], charts: dict[str, bytes]) -> str:
+    """The least supported sentences and the spread of chunk scores: only when captions were scored in parts."""
+    if not parts or not parts.get("rows"):
+        return ""
+    least = "".join(_least_supported(item) for item in parts["least_supported"])
+    least = least or '<p class="muted">No caption had two sentences (or chunks) or more.</p>'
+    spread = "".join(
+        _chart(name, png, "spread of chunk scores by caption length")
+        for name, png in charts.items()
+        if name not in CHART_TEXT
+    )
     return (
-        f'<div class="row">{picture}<div><div class="score">{row["score"]:.4f}</div>'
-        f"<p>{_text(row['caption'], '(no caption)')}</p>{where}</div></div>"
+        "<h2>Least supported sentences: what to delete from a caption</h2>"
+        '<p class="muted">Each is the sentence of its caption that scores lowest against the image, measured '
+        "against the mean of the caption's other sentences (chunks, where no sentence scores were kept); one "
+        f"per caption, the lowest first, out of {parts['rows']:,} captions scored in parts.</p>"
+        f'<div class="rows" id="least-supported">{least}</div>'
+        f'<h2>Chunk scores within a caption</h2><div class="charts">{spread}</div>'
+    )
+
+
+def _least_supported(item: dict) -> str:
+    caption = f"{_text(item['before'], '')}<mark>{_text(item['sentence'], '')}</mark>{_text(item['after'], '')}"
+    return (
+        f'<div class="row">{_picture(item)}<div><div class="score">{item["gap"]:+.4f}</div>'
+        f'<p class="where">sentence {item["score"]:.4f}, rest of the caption {item["rest"]:.4f}, '
+        f"caption {item['row_score']:.4f}</p><p>{caption}</p>{_where(item)}</div></div>"
     )
 
 
@@ -147,14 +191,7 @@ def render(data: dict, charts: dict[str, bytes], source: str, image_root: Option
             + '<p class="muted">Rows scoring at or above the value make up that fraction of the scored rows: '
             "<code>--keep_top_fraction F</code> in the job, or <code>--keep_min_score</code> with the value.</p>"
         )
-    figures = "".join(
-        _chart(name, png, alt)
-        for (name, png), alt in zip(
-            charts.items(),
-            ("histogram of scores", "retention curve", "score against caption length", "failures by reason"),
-            strict=True,
-        )
-    )
+    figures = "".join(_chart(name, charts[name], alt) for name, alt in CHART_TEXT.items())
     lowest = "".join(_row(row) for row in data["lowest"]) or '<p class="muted">No scored rows.</p>'
     highest = "".join(_row(row) for row in data["highest"]) or '<p class="muted">No scored rows.</p>'
     key = _text(summary["output_key"], "")
@@ -174,5 +211,6 @@ def render(data: dict, charts: dict[str, bytes], source: str, image_root: Option
 <div class="rows" id="lowest">{lowest}</div>
 <h2>Highest-scoring rows</h2>
 <div class="rows" id="highest">{highest}</div>
+{_parts_section(data.get("parts"), charts)}
 </main></body></html>
 """

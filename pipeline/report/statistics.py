@@ -22,6 +22,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton
 from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
+from pipeline.report import parts
 from pipeline.report.shown import SHOWN, ShownRow, for_page, shown_row
 from pipeline.report.text import shown_text
 from transforms import ImageSettings, OutputFields, RecordFields
@@ -38,7 +39,7 @@ QUANTILE_EPSILON = 0.001
 MAX_REASONS = 1000  # distinct failure reasons counted one by one; rows with any other are counted together
 REASON_CHARS = 200  # a reason longer than this is cut (the job's reason codes are a few words)
 EXAMPLE_CHARS = 40  # an invalid score as shown
-TOKENIZED_WORDS, TOKENIZED_CHARS = 2048, 32768  # enough of a caption for LENGTH_BINS * LENGTH_BIN_TOKENS tokens
+TOKENIZED_WORDS, TOKENIZED_CHARS = 2048, 32768  # enough of a caption for the longest length counted (2,048)
 
 # What is wrong with a score field that holds something other than a finite number in [0, 1].
 NOT_A_NUMBER, NOT_FINITE, OUT_OF_RANGE = "not a number", "not finite", "outside [0, 1]"
@@ -109,11 +110,18 @@ class _RowFacts(beam.DoFn):
             example = _example(raw) if invalid else None
             yield Facts(True, False, None, None, truncated, None, invalid, example)
             return
-        yield Facts(True, True, score, None, truncated, self._tokens(row.get(self._fields.text_key)))
-        yield beam.pvalue.TaggedOutput(SHOWN, shown_row(score, row, self._fields, self._images))
+        text = row.get(self._fields.text_key)
+        yield Facts(True, True, score, None, truncated, self._tokens(text, LENGTH_BIN_TOKENS * LENGTH_BINS))
+        shown = shown_row(score, row, self._fields, self._images)
+        yield beam.pvalue.TaggedOutput(SHOWN, shown)
+        if isinstance(text, str) and (row.get(outputs.chunks) or row.get(outputs.sentences)):
+            limit = parts.LENGTH_BIN_TOKENS * parts.LENGTH_BINS
+            found = parts.part_facts(row, outputs, text, self._tokens(text, limit), shown)
+            if found is not None:
+                yield beam.pvalue.TaggedOutput(parts.PARTS, found)
 
-    def _tokens(self, text: Any) -> Optional[int]:
-        """Tokens with start and end, counted up to the last length bin, over the caption's first words only."""
+    def _tokens(self, text: Any, limit: int) -> Optional[int]:
+        """Tokens with start and end, counted up to `limit`, over the caption's first words only."""
         if not isinstance(text, str):
             return None
         words = []
@@ -121,7 +129,6 @@ class _RowFacts(beam.DoFn):
             if number == TOKENIZED_WORDS:
                 break
             words.append(match.group())
-        limit = LENGTH_BIN_TOKENS * LENGTH_BINS
         return len(self._tokenizer.encode(" ".join(words)[:TOKENIZED_CHARS], stop_after=limit)) + 2
 
 
@@ -232,8 +239,11 @@ class ScoreStatistics(beam.PTransform):
         self._rows_shown = rows_shown
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        facts, shown = rows | "Facts" >> beam.ParDo(_RowFacts(self._fields, self._images)).with_outputs(
-            SHOWN, main="facts"
+        facts, shown, caption_parts = rows | "Facts" >> beam.ParDo(_RowFacts(self._fields, self._images)).with_outputs(
+            SHOWN, parts.PARTS, main="facts"
+        )
+        part_figures = caption_parts | "CaptionParts" >> parts.PartStatistics(
+            self._images, self._fields.image_key, self._rows_shown
         )
         counts = facts | "Counts" >> beam.CombineGlobally(_Counts())
         quantiles = (
@@ -261,6 +271,7 @@ class ScoreStatistics(beam.PTransform):
                 AsSingleton(quantiles),
                 AsSingleton(lowest),
                 AsSingleton(highest),
+                AsSingleton(part_figures),
                 self._fields.output_key,
             )
         )
@@ -270,7 +281,9 @@ def _by_score(row: ShownRow) -> float:
     return row.score
 
 
-def _assemble(_, counts: dict, quantiles: list, lowest: list, highest: list, output_key: str) -> dict:
+def _assemble(
+    _, counts: dict, quantiles: list, lowest: list, highest: list, caption_parts: dict, output_key: str
+) -> dict:
     n = counts["n"]
     summary = {
         "rows": counts["rows"],
@@ -297,4 +310,5 @@ def _assemble(_, counts: dict, quantiles: list, lowest: list, highest: list, out
         "length_score_sum": counts["length_sum"].tolist(),
         "lowest": sorted(lowest, key=lambda row: row["score"]),
         "highest": sorted(highest, key=lambda row: row["score"], reverse=True),
+        "parts": caption_parts,
     }
