@@ -11,6 +11,7 @@ import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms import BatchSettings, ImageSettings, ModelSettings, RecordFields, ScoreLongCLIP
+from transforms.beam.handler import release_model
 from transforms.inputs.images import ImagePreprocessor, decode_image
 from transforms.inputs.tokenizer import LongCLIPTokenizer
 from transforms.model.scorer import LongCLIPScorer
@@ -80,6 +81,7 @@ def measure_pipeline(
     of `beam.Create`: its per-record work is then part of the steady span.
     """
     run = next(_RUN_IDS)
+    release_model()  # each run loads its model, as a worker does: no image features kept from an earlier run
     start = time.perf_counter()
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
         if source is None:

@@ -242,8 +242,18 @@ class _ProcessModel:
             self._key = key
             return self._scorer
 
+    def release(self) -> None:
+        with self._lock:
+            self._key, self._scorer = None, None
+
 
 _PROCESS_MODEL = _ProcessModel()
+
+
+def release_model() -> None:
+    """Lets go of the model this process keeps (the next batch loads it again): for a notebook that needs the
+    memory back, or a benchmark whose runs must each start from a fresh model (with no image features kept)."""
+    _PROCESS_MODEL.release()
 
 
 def _why(before: dict[str, object], now: dict[str, object]) -> str:

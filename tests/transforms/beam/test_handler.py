@@ -164,3 +164,14 @@ def test_the_model_is_loaded_again_only_when_its_checkpoint_or_settings_change_a
         "Loading LongCLIP again in this process: precision is now bf16 (was fp32); the one before goes",
         f"Loading LongCLIP again in this process: {checkpoint} changed on disk; the one before goes",
     ]
+
+
+def test_release_model_lets_the_process_model_go_and_the_next_batch_loads_a_fresh_one(longclip_checkpoint):
+    """What a benchmark run (or a notebook short of memory) needs: no model, and no image features, kept."""
+    from transforms.beam.handler import release_model
+
+    handler = LongCLIPModelHandler(ModelSettings(model=str(longclip_checkpoint), device="cpu"))
+    first = handler.load_model()
+    assert handler.load_model() is first
+    release_model()
+    assert handler.load_model() is not first
