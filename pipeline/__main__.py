@@ -11,7 +11,7 @@ import threading
 from typing import Optional, Sequence
 
 from pipeline.cli.command import PROG, parse
-from pipeline.cli.kit import UsageError, fail
+from pipeline.cli.kit import INTERRUPTED, UsageError, fail
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -64,14 +64,17 @@ class _JobLogs(logging.Filter):
 
 def cli() -> None:
     """The command (`python -m pipeline`, `score-longclip`): `main`, then a quick exit."""
-    exit_without_teardown(main())
+    code = main()
+    exit_without_teardown(code, abandon_threads=code == INTERRUPTED)
 
 
-def exit_without_teardown(code: int) -> None:
+def exit_without_teardown(code: int, *, abandon_threads: bool = False) -> None:
     """Ends the process once the job is done, without the interpreter's teardown of torch, Beam and gRPC
     (1.6 s of a 7 s small job here). Exit handlers still run and output is flushed; while a thread other than
-    this one is still working, the ordinary exit, which waits for it, is taken instead."""
-    if any(thread is not threading.current_thread() and not thread.daemon for thread in threading.enumerate()):
+    this one is still working, the ordinary exit, which waits for it, is taken instead, unless the job was cut
+    short on purpose (`abandon_threads`: a second Ctrl-C), when nothing more is waited for."""
+    others = [thread for thread in threading.enumerate() if thread is not threading.current_thread()]
+    if not abandon_threads and any(not thread.daemon for thread in others):
         sys.exit(code)
     atexit._run_exitfuncs()  # logging.shutdown and the others registered, in order, as a normal exit would
     for stream in (sys.stdout, sys.stderr):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Mapping, Optional
 
 from apache_beam.metrics.metric import MetricsFilter
@@ -10,12 +11,16 @@ from apache_beam.runners.runner import PipelineResult
 
 from pipeline import failure_rate, retry
 from pipeline.build import SCORE_STEP
+from pipeline.cli.kit import INTERRUPTED
 from pipeline.io import records, resume
 from pipeline.local_streaming import LocalStreamingResult
 from pipeline.runs import record, store
 from transforms.reasons import first_line
 
 _LOGGER = logging.getLogger(__name__)
+
+# A second Ctrl-C stops a local streaming job at once: the runner gets this long to stop before the job ends.
+CANCEL_WAIT_SECS = 5.0
 
 
 def summarize(result: PipelineResult) -> dict[str, int]:
@@ -49,7 +54,7 @@ def report(result: PipelineResult, plan: Optional[Any] = None) -> int:
     except KeyboardInterrupt:
         if isinstance(result, DataflowPipelineResult):
             _LOGGER.info("Stopped waiting; the Dataflow job goes on running (gcloud dataflow jobs cancel stops it)")
-            return 130
+            return INTERRUPTED
         if isinstance(result, LocalStreamingResult):
             _LOGGER.warning(
                 "Interrupted again: cancelling the job. Messages pulled and not yet written are lost: the local "
@@ -58,7 +63,7 @@ def report(result: PipelineResult, plan: Optional[Any] = None) -> int:
             cut_short = True
         else:
             _LOGGER.info("Interrupted: cancelling the job")
-        result.cancel()
+        _cancel(result, wait_secs=CANCEL_WAIT_SECS if cut_short else None)
         cancelled = True
     except Exception as exc:  # noqa: BLE001 - whatever stopped the job, say so and give the counts
         log_failure(exc)
@@ -79,7 +84,7 @@ def report(result: PipelineResult, plan: Optional[Any] = None) -> int:
     for name in sorted(counts):
         if name.startswith(("failed_", "dead_lettered_", "bigquery_", "webdataset_")) or name == resume.PARTS_DONE:
             logger.info("  %s: %d", name, counts[name])
-    code = 1 if failed else 130 if cut_short else 0
+    code = 1 if failed else INTERRUPTED if cut_short else 0
     return code if plan is None else conclude(result, plan, counts, code, cancelled=cancelled)
 
 
@@ -108,6 +113,25 @@ def finish_record(plan: Any, counts: Optional[Mapping[str, int]], code: int, *, 
         return
     status = record.CANCELLED if cancelled else record.status_of(code)
     store.write_all(plan.destinations, record.finish(plan.run_record, counts, code, status), finished=True)
+
+
+def _cancel(result: PipelineResult, wait_secs: Optional[float]) -> None:
+    """Cancels the job; with `wait_secs`, waits no longer than that for the runner (a bundle waiting on a
+    stalled image read holds the local runner's cancel until the read's deadline: minutes)."""
+    if wait_secs is None:
+        result.cancel()
+        return
+    stopped = threading.Event()
+
+    def cancel() -> None:
+        try:
+            result.cancel()
+        finally:
+            stopped.set()
+
+    threading.Thread(target=cancel, name="cancel", daemon=True).start()
+    if not stopped.wait(wait_secs):
+        _LOGGER.warning("The local runner did not stop within %.0f s; the job ends without waiting for it", wait_secs)
 
 
 def log_failure(exc: BaseException) -> None:

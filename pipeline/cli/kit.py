@@ -22,6 +22,8 @@ DEFAULT_LOCAL_RUNNER = "FnApiRunner"
 DEFAULT_LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"
 
 GCS_PATH = r"^gs://[^/]+(/.*)?$"
+# The exit code of a job stopped by Ctrl-C: a second one on a local streaming job, or one while waiting on Dataflow.
+INTERRUPTED = 130
 
 
 class UsageError(ValueError):

@@ -138,5 +138,5 @@ def write_all(destinations: Any, record: Mapping[str, Any], *, finished: bool) -
             write_bigquery(destinations.output_table, record, finished=finished)
         except Exception as exc:  # noqa: BLE001
             _LOGGER.warning("Could not write the run record of BigQuery table %s: %s", destinations.output_table, exc)
-    if finished and prefixes:
-        _LOGGER.info("Run record: %s", ", ".join(record_file(prefix) for prefix in prefixes))
+    if not finished and prefixes:  # said as the job starts, so that the last line is what became of the records
+        _LOGGER.info("Run record: %s (finished when the job ends)", ", ".join(record_file(p) for p in prefixes))

@@ -135,17 +135,21 @@ def test_a_stop_writes_every_message_pulled_before_it(
 
 @pytest.mark.slow
 def test_a_second_ctrl_c_cancels_at_once_and_says_what_is_lost(
-    tmp_path, pubsub_emulator, restore_environ, longclip_checkpoint, good_images
+    tmp_path, pubsub_emulator, restore_environ, longclip_checkpoint, good_images, silent_server
 ):
     """The way out when draining takes too long: the second Ctrl-C cancels, says that the messages in flight
-    are lost (acknowledged on pull) and exits 130."""
+    are lost (acknowledged on pull) and exits 130. Their images are on a server that never answers, so the
+    drain is still waiting for them when the second Ctrl-C comes, however fast the machine."""
     publisher, topic, _, job = _local_job(
-        tmp_path, pubsub_emulator, restore_environ, 3600, "--model", str(longclip_checkpoint)
-    )
+        tmp_path, pubsub_emulator, restore_environ, 3600, "--model", str(longclip_checkpoint),
+        "--http_timeout_secs", "300",
+    )  # fmt: skip
     log = tmp_path / "job.log"
     try:
-        _publish(publisher, topic, good_images["rgb.png"], 20)
+        _publish(publisher, topic, good_images["rgb.png"], 1)
         _wait_for_line(job, log, "Loaded LongCLIP checkpoint")
+        _publish(publisher, topic, f"{silent_server.url}/a.png", 5)
+        time.sleep(8)  # pulled (a pull every 5 s), and waiting on the server
         job.send_signal(signal.SIGINT)
         _wait_for_line(job, log, "SIGINT: stopping")
         job.send_signal(signal.SIGINT)
