@@ -110,7 +110,9 @@ def _read(pipeline: beam.Pipeline, plan: JobPlan, progress_folder: Optional[str]
         )
         return pipeline | "ReadWebDataset" >> ReadWebDataset(files.pattern, layout)
     if files.format == "parquet":
-        return pipeline | "ReadParquet" >> parquet.ReadParquetRecords(files.pattern)
+        # An earlier output read again (--retry_failed) keeps its rows as they were: no provenance of its own.
+        provenance = not plan.retry_failed
+        return pipeline | "ReadParquet" >> parquet.ReadParquetRecords(files.pattern, provenance=provenance)
     total_bytes = files.total_bytes()
     if total_bytes is not None:  # for percent done on Dataflow, beside pipeline/input_bytes_read
         _ = pipeline | "InputSize" >> beam.Create([total_bytes]) | "CountInputBytes" >> beam.Map(_count_input_bytes)

@@ -69,7 +69,7 @@ def preflight(flags: Flags, *, save_main_session: bool = False) -> JobPlan:
         resume=job.resume,
         local=local,
         beam=beam,
-        input_schema=_input_schema(source),
+        input_schema=_input_schema(source, provenance=not job.retry_failed),
         retry_failed=job.retry_failed,
         max_failed_fraction=job.max_failed_fraction,
         remove_first=remove_first,
@@ -276,14 +276,15 @@ def _pubsub_input(job, options) -> PubSubInput:
     )
 
 
-def _input_schema(source):
-    """The Parquet input's columns, which Parquet output keeps, with the reader's `__url__` and `__row__`, read
-    from the files' footers, once, whatever the output: a file that is not Parquet stops every job here, not
-    some of them when the file is reached."""
+def _input_schema(source, *, provenance: bool):
+    """The Parquet input's columns, which Parquet output keeps, with the reader's `__url__` and `__row__` (with
+    `provenance`), read from the files' footers, once, whatever the output: a file that is not Parquet stops
+    every job here, not some of them when the file is reached."""
     if not (isinstance(source, FileInput) and source.format == "parquet"):
         return None
     try:
-        return parquet_rows.with_provenance(parquet.read_schema(source.pattern))
+        schema = parquet.read_schema(source.pattern)
+        return parquet_rows.with_provenance(schema) if provenance else schema
     except (ValueError, OSError) as exc:
         raise UsageError(f"--input: {exc}") from None
 

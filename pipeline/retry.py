@@ -10,7 +10,6 @@ the fields the earlier scoring added from the rows to score again, and counts wh
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Iterable, Mapping
 
 import apache_beam as beam
@@ -80,18 +79,8 @@ def _check_one(prefix: str, record: Mapping[str, Any], plan: Any) -> None:
             f"--retry_failed: {prefix} was written with other record fields ({', '.join(changed)}): pass the same "
             "ones, so that kept and scored rows have the same fields"
         )
-    output = plan.destinations.output
-    if output and _same_prefix(output, prefix):
-        raise UsageError(
-            f"--output: {output} is the output being retried; write the complete new output beside it, "
-            f"e.g. --output {prefix}.retried"
-        )
-
-
-def _same_prefix(a: str, b: str) -> bool:
-    if "://" in a or "://" in b:
-        return a.rstrip("/") == b.rstrip("/")
-    return os.path.abspath(a) == os.path.abspath(b)
+    # An --output that is the output being retried is refused before this, with every --input that is some
+    # output's own files (`pipeline.destinations.check_input`).
 
 
 class SplitForRetry(beam.PTransform):

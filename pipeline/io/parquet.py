@@ -38,7 +38,8 @@ ROWS_PER_BATCH = 256
 
 class ReadParquetRecords(beam.PTransform):
     """Reads Parquet files (a file or glob, local or any Beam FileSystems URI), one record per row, each with
-    its file and row as `__url__` and `__row__` (`parquet_rows`); row groups are spread over the workers.
+    its file and row as `__url__` and `__row__` (`parquet_rows`; not with `provenance=False`); row groups are
+    spread over the workers.
 
     Returns a tagged result like `ReadJsonLines`: `.records`, and `[records.DEAD_LETTER]`, which stays
     empty (Parquet rows are typed; the job reads every file's footer before it starts, and a file whose
@@ -46,9 +47,10 @@ class ReadParquetRecords(beam.PTransform):
     gives them.
     """
 
-    def __init__(self, file_pattern: str):
+    def __init__(self, file_pattern: str, *, provenance: bool = True):
         super().__init__()
         self._pattern = file_pattern
+        self._provenance = provenance
 
     def expand(self, begin: beam.pvalue.PBegin):
         return (
@@ -56,7 +58,7 @@ class ReadParquetRecords(beam.PTransform):
             | "MatchFiles" >> fileio.MatchFiles(self._pattern, fileio.EmptyMatchTreatment.DISALLOW)
             | "RowGroups" >> beam.FlatMap(lambda file: parquet_rows.row_groups(file.path))
             | "SpreadRowGroups" >> beam.Reshuffle()
-            | "ReadRows" >> beam.FlatMap(parquet_rows.read_rows)
+            | "ReadRows" >> beam.FlatMap(parquet_rows.read_rows, provenance=self._provenance)
             | "Count" >> beam.ParDo(_CountRead()).with_outputs(records.DEAD_LETTER, main="records")
         )
 

@@ -135,7 +135,7 @@ def test_streaming_pubsub_to_bigquery_on_l4_gpus(model_uri):
         transforms
     )
     assert "WriteScoredToBigQuery/WriteToBigQuery/_StreamToBigQuery/AddInsertIds" in transforms
-    assert "WriteScored/WriteText/Write/WriteImpl/WriteWindowedBundles" in transforms
+    assert "WriteScored/WriteText/WriteImpl/WriteWindowedBundles" in transforms  # window-named files
     assert "WriteDeadLetter" not in transforms  # the topic takes the dead letter
 
 

@@ -106,7 +106,7 @@ def test_retry_failed_needs_a_run_record_and_a_new_output(first_run):
     with pytest.raises(UsageError, match=r"in\.jsonl has no run record beside it"):
         preflight(parse(["--input", str(folder / "in.jsonl"), "--output", str(folder / "x"), "--retry_failed", *flags]))
     prefix = folder / "first" / "scored"
-    with pytest.raises(UsageError, match=r"--output: .* is the output being retried"):
+    with pytest.raises(UsageError, match=r"--input .* also matches the files --output writes"):
         preflight(parse(["--input", f"{prefix}-*.jsonl", "--output", str(prefix), "--retry_failed", *flags]))
     with pytest.raises(UsageError, match="without --resume"):
         parse(["--input", f"{prefix}-*.jsonl", "--output", str(folder / "y"), "--retry_failed", "--resume"])
@@ -151,10 +151,10 @@ def test_retry_failed_over_parquet_files_keeps_their_columns(tmp_path, longclip_
     server.close()
     (first,), (again,) = (list((tmp_path / name).glob("scored-*.parquet")) for name in ("first", "again"))
     before, after = pq.read_table(first), pq.read_table(again)
-    assert after.schema.remove_metadata() == before.schema.remove_metadata()  # the same columns, the record too
-    # From JSONL input, the Parquet rows hold the whole input record as JSON text in `record`.
-    rows = {json.loads(row["record"])["id"]: row for row in after.to_pylist()}
-    first_rows = {json.loads(row["record"])["id"]: row for row in before.to_pylist()}
+    assert after.schema.remove_metadata() == before.schema.remove_metadata()  # the same columns, the record's too
+    # From JSONL input, the records' fields are typed columns of the Parquet rows.
+    rows = {row["id"]: row for row in after.to_pylist()}
+    first_rows = {row["id"]: row for row in before.to_pylist()}
     assert sorted(rows) == [0, 1, 2, 3] and all(row["longclip_score_reason"] is None for row in rows.values())
     assert [first_rows[i]["longclip_score_reason"] for i in (0, 1)] == ["image_unavailable"] * 2
     assert rows[2] == first_rows[2] and rows[3] == first_rows[3]  # kept as they were
