@@ -15,6 +15,7 @@ pinned with Beam in requirements.txt; tests/pipeline/test_local_streaming.py fai
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import uuid
@@ -37,6 +38,9 @@ from apache_beam.utils import counters
 _LOGGER = logging.getLogger(__name__)
 
 PULL_SECONDS = 5.0  # the longest one pull waits for messages; Beam's own reader waits 30 s
+# The longest a stop waits for what was pulled to be written (an emulator or a table gone away would hold it
+# for the clients' retries, minutes): then the job is cancelled, as by a second Ctrl-C.
+DRAIN_SECONDS = 60.0
 MAX_MESSAGES = 10  # per pull, as Beam's own reader
 
 _STOPPED: set[str] = set()  # tokens of the reads asked to stop
@@ -112,10 +116,11 @@ class LocalStreamingResult(PipelineResult):
     """A local streaming job's result that can also be drained: `drain()` stops its Pub/Sub reads, after which
     `wait_until_finish()` returns once everything pulled is written."""
 
-    def __init__(self, result: PipelineResult, tokens: tuple[str, ...]):
+    def __init__(self, result: PipelineResult, tokens: tuple[str, ...], drain_seconds: float = DRAIN_SECONDS):
         super().__init__(result.state)
         self._result = result
         self._tokens = tokens
+        self._drain_seconds = drain_seconds
         self.draining = False
 
     def drain(self) -> None:
@@ -135,15 +140,24 @@ class LocalStreamingResult(PipelineResult):
                 raise KeyboardInterrupt
             _LOGGER.info(
                 "%s: stopping. No more messages are pulled; those pulled are scored and written, then the job ends "
-                "(a second Ctrl-C or SIGTERM stops it at once, losing them)",
+                "(a second Ctrl-C or SIGTERM stops it at once, losing them; so does %.0f s without the end)",
                 signal.Signals(number).name,
+                self._drain_seconds,
             )
             self.drain()
+            timer.start()
 
+        def drain_too_long() -> None:
+            _LOGGER.warning("The job did not end within %.0f s of the stop", self._drain_seconds)
+            os.kill(os.getpid(), signal.SIGINT)  # handled in the main thread, as a second Ctrl-C
+
+        timer = threading.Timer(self._drain_seconds, drain_too_long)
+        timer.daemon = True
         previous = {number: signal.signal(number, on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._result.wait_until_finish()
         finally:
+            timer.cancel()
             for number, handler in previous.items():
                 signal.signal(number, handler)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any, Iterable, Mapping, Optional
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -27,6 +28,9 @@ RECORD_SUFFIX = ".run.json"
 PARQUET_KEY = "longclip_beam.run"
 RUNS_TABLE_SUFFIX = "_runs"
 DESCRIPTION_LIMIT = 16384  # characters, BigQuery's limit on a table's description
+# The longest BigQuery gets to take the record, all calls together: the clients' own retries would hold a job's
+# end for ten minutes on a table that answers 500 (as the emulator does after a read) or not at all.
+BIGQUERY_SECONDS = 20.0
 RUNS_SCHEMA: dict = {
     "fields": [
         {"name": "started_at", "type": "TIMESTAMP", "mode": "REQUIRED", "description": "when the run started"},
@@ -97,11 +101,20 @@ def ensure_runs_table(output_table: str, project: Optional[str]) -> str:
 
 
 def write_bigquery(output_table: str, record: Mapping[str, Any], *, finished: bool) -> None:
-    """The record as the table's description; once `finished`, also a row of `<table>_runs`."""
+    """The record as the table's description; once `finished`, also a row of `<table>_runs`. Gives up (raises)
+    after BIGQUERY_SECONDS."""
+    from google.cloud.bigquery.retry import DEFAULT_RETRY
+
+    deadline = time.monotonic() + BIGQUERY_SECONDS
+
+    def within_deadline() -> dict:
+        left = max(deadline - time.monotonic(), 0.1)
+        return {"retry": DEFAULT_RETRY.with_timeout(left), "timeout": left}
+
     reference = bigquery.table_reference(output_table, None)
     client = bigquery.client(reference.projectId)
     table_id = f"{reference.projectId}.{reference.datasetId}.{reference.tableId}"
-    table = client.get_table(table_id)
+    table = client.get_table(table_id, **within_deadline())
     text = to_text(record, indent=None)
     if len(text) > DESCRIPTION_LIMIT:
         text = (
@@ -109,7 +122,7 @@ def write_bigquery(output_table: str, record: Mapping[str, Any], *, finished: bo
             f"the table {runs_table(table_id)} (column record)"
         )
     table.description = text
-    client.update_table(table, ["description"])
+    client.update_table(table, ["description"], **within_deadline())
     if finished:
         row = {
             "started_at": record["started_at"],
@@ -119,7 +132,7 @@ def write_bigquery(output_table: str, record: Mapping[str, Any], *, finished: bo
             "checkpoint_sha256": (record.get("checkpoint") or {}).get("sha256"),
             "record": to_text(record, indent=None),
         }
-        errors = client.insert_rows_json(runs_table(table_id), [row])
+        errors = client.insert_rows_json(runs_table(table_id), [row], **within_deadline())
         if errors:
             raise RuntimeError(f"BigQuery refused the run record's row: {errors}")
 

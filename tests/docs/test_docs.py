@@ -624,5 +624,6 @@ def test_streaming_on_the_emulators(tmp_path):
             except ProcessLookupError:
                 pass
     assert process.returncode == 0, err[-4000:]
-    (row,) = out.splitlines()
+    row, run_record = out.splitlines()
     assert row.startswith("Row(('examples/images/red_house.png', 'A red house.', ") and ", None, None, False, " in row
+    assert re.fullmatch(r"run \d\d:\d\d:\d\d: done", run_record), run_record  # the drained job wrote its record

@@ -159,3 +159,28 @@ def test_a_second_ctrl_c_cancels_at_once_and_says_what_is_lost(
     text = log.read_text()
     assert "Interrupted again: cancelling the job. Messages pulled and not yet written are lost" in text
     assert "INFO pipeline: Cancelled: " in text.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_a_drain_that_does_not_end_is_cancelled_after_its_deadline(
+    tmp_path, pubsub_emulator, restore_environ, longclip_checkpoint, good_images, silent_server
+):
+    """One Ctrl-C, and records waiting on a server that never answers: the job does not wait for them past the
+    drain's deadline (60 s), it cancels and exits 130, saying so."""
+    publisher, topic, _, job = _local_job(
+        tmp_path, pubsub_emulator, restore_environ, 3600, "--model", str(longclip_checkpoint),
+        "--http_timeout_secs", "300",
+    )  # fmt: skip
+    log = tmp_path / "job.log"
+    try:
+        _publish(publisher, topic, good_images["rgb.png"], 1)
+        _wait_for_line(job, log, "Loaded LongCLIP checkpoint")
+        _publish(publisher, topic, f"{silent_server.url}/a.png", 3)
+        time.sleep(8)  # pulled, and waiting on the server
+        job.send_signal(signal.SIGTERM)
+        assert job.wait(timeout=120) == 130, log.read_text()[-3000:]
+    finally:
+        job.kill()
+    text = log.read_text()
+    assert "The job did not end within 60 s of the stop" in text
+    assert "INFO pipeline: Cancelled: " in text.strip().splitlines()[-1]

@@ -112,3 +112,28 @@ def test_a_bigquery_output_has_the_record_in_its_description_and_runs_table(two_
     (row,) = runs_rows
     assert row["status"] == "done" and row["checkpoint_sha256"] == _sha256(longclip_checkpoint)
     assert row["output_table"].endswith(".scores") and row["record"] == described
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["answers 500", "never answers"])
+def test_a_bigquery_that_does_not_take_the_record_holds_the_end_no_longer_than_its_deadline(
+    server, tmp_path, image_server, silent_server, restore_environ, caplog
+):
+    """The clients retry a 500 for ten minutes (the emulator answers 500 to inserts after a read, which held a
+    streaming job's exit in the docs recipe): the record is given up after BIGQUERY_SECONDS, with a warning."""
+    from pipeline.plan import Destinations
+
+    endpoint = f"{image_server.url}/status/500" if server == "answers 500" else silent_server.url
+    os.environ[bq_sink.EMULATOR_HOST_VARIABLE] = endpoint
+    destinations = Destinations(
+        output=str(tmp_path / "scored"), output_format="jsonl", output_table=f"{GCP_PROJECT}:curation.scores",
+        dead_letter=None, dead_letter_topic=None, dead_letter_table=None, rejected_output=None,
+        rejected_table=None, window_seconds=60.0,
+    )  # fmt: skip
+    record = {"run_record": 1, "status": "done", "started_at": "2026-12-06T10:00:00+00:00"}
+    started = time.monotonic()
+    store.write_all(destinations, record, finished=True)
+    took = time.monotonic() - started
+    assert took < store.BIGQUERY_SECONDS + 10, took
+    assert json.loads((tmp_path / "scored.run.json").read_text()) == record  # the file is written all the same
+    assert f"Could not write the run record of BigQuery table {GCP_PROJECT}:curation.scores" in caplog.text
