@@ -19,6 +19,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
+from pipeline.io import tar
 from transforms import reasons
 from transforms.outputs import OutputFields
 from transforms.settings import ImageSettings, RecordFields
@@ -129,7 +130,19 @@ def hints(counts: Mapping[str, int], fields: RecordFields, images: ImageSettings
         f"the model failed on {count} records: try --precision fp32, a smaller --max_batch_size or "
         "--device cpu (each record's error names the exception)",
     )
-    count = counts.get("dead_lettered", 0)
+    compressed = counts.get(f"dead_lettered_{tar.TAR_COMPRESSED}", 0)
+    add(
+        compressed,
+        f"{compressed} shards named .tar are compressed (the dead letter says how): decompress them (gunzip, "
+        "zstd -d, ...) into .tar files and score those",
+    )
+    damaged = sum(value for name, value in counts.items() if name.startswith("dead_lettered_tar_")) - compressed
+    add(
+        damaged,
+        f"{damaged} parts of WebDataset shards could not be read (damaged or cut short): the dead letter names "
+        "each shard, its byte range and the samples lost",
+    )
+    count = counts.get("dead_lettered", 0) - compressed - damaged
     add(
         count,
         f"{count} lines or messages were not records (JSON objects) and went to the dead letter: is --input "

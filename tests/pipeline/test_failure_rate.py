@@ -36,6 +36,39 @@ def test_a_wrong_image_root_exits_3_with_a_hint_naming_it(tmp_path, longclip_che
 
 
 @pytest.mark.slow
+def test_shards_that_are_compressed_or_damaged_get_hints_of_their_own(tmp_path, longclip_checkpoint, good_images):
+    """A gzip'd shard named .tar was hinted at as "lines that were not JSON objects" (wrong --input_format)."""
+    import gzip
+
+    from transforms.testing.datasets import img2dataset_sample, jpeg, shard_bytes
+
+    members = img2dataset_sample("000000", jpeg(good_images["rgb.png"]), "a red square")
+    data, spans = shard_bytes(members + img2dataset_sample("000001", jpeg(good_images["grey.png"]), "grey"))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "compressed.tar").write_bytes(gzip.compress(data))
+    (tmp_path / "in" / "cut.tar").write_bytes(data[: spans[3].data + 10])  # inside 000001's image: it is lost
+    done = run_job(
+        *[
+            "--input_format",
+            "webdataset",
+            "--input",
+            str(tmp_path / "in" / "*.tar"),
+            "--output",
+            str(tmp_path / "scored"),
+        ],
+        *["--model", str(longclip_checkpoint), "--max_failed_fraction", "0.5"],
+    )
+    assert done.returncode == 3, done.stderr[-3000:]
+    found = [line.split("Hint: ", 1)[1] for line in done.stderr.splitlines() if "Hint:" in line]
+    assert found == [
+        "1 shards named .tar are compressed (the dead letter says how): decompress them (gunzip, zstd -d, ...) into "
+        ".tar files and score those",
+        "1 parts of WebDataset shards could not be read (damaged or cut short): the dead letter names each shard, "
+        "its byte range and the samples lost",
+    ], done.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_keys_the_records_do_not_have_exit_3_naming_the_fields_seen(tmp_path, longclip_checkpoint, good_images):
     records = [{"id": i, "image_path": str(path), "text": "a cat"} for i, path in enumerate(good_images.values())]
     _write(tmp_path / "in.jsonl", records)
