@@ -78,6 +78,7 @@ class CommandParser(argparse.ArgumentParser):
 def fail(prog: str, message: str) -> NoReturn:
     """Ends the command as a usage error, exit 2: where the flags are described, then what is wrong (on the last
     line, as argparse has it), instead of argparse's whole usage block."""
+    message = " ".join(line.strip() for line in message.splitlines() if line.strip())  # a library's may span lines
     sys.stderr.write(f"usage: see {prog} --help\n{prog}: error: {message}\n")
     sys.exit(2)
 

@@ -88,7 +88,8 @@ def read_schema(file_pattern: str) -> pa.Schema:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
                 return pq.read_schema(stream).remove_metadata()
         except (pa.ArrowException, OSError) as exc:
-            raise ValueError(f"{path} is not a readable Parquet file ({exc}): replace or remove it") from None
+            why = " ".join(str(exc).split())  # Arrow's messages may span lines; the error is one
+            raise ValueError(f"{path} is not a readable Parquet file ({why}): replace or remove it") from None
 
     with ThreadPoolExecutor(max_workers=16) as pool:  # footers of remote files: one or two reads each
         schemas = list(pool.map(schema, paths))

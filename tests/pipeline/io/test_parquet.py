@@ -267,13 +267,19 @@ def test_parquet_values_python_cannot_hold_are_carried_as_they_are(
         assert out.column(column.name).combine_chunks().equals(table.column(column.name).combine_chunks()), column.name
 
 
+@pytest.mark.parametrize("damage", ["not parquet", "footer zeroed"])
 @pytest.mark.parametrize("output_format", ["jsonl", "parquet"])
 def test_a_file_that_is_not_parquet_stops_the_job_before_it_starts_whatever_the_output(
-    tmp_path, longclip_checkpoint, good_images, output_format
+    tmp_path, longclip_checkpoint, good_images, output_format, damage
 ):
-    """It used to fail before the start with Parquet output (exit 2) but at run time with JSONL (exit 1)."""
+    """It used to fail before the start with Parquet output (exit 2) but at run time with JSONL (exit 1); a
+    zeroed footer's error (Arrow's message ends in a newline) broke the one-line error in two."""
     pq.write_table(pa.table({"image_path": [str(good_images["rgb.png"])], "text": ["a"]}), tmp_path / "a.parquet")
-    (tmp_path / "b.parquet").write_bytes(b"PAR1 not Parquet at all PAR1")
+    if damage == "not parquet":
+        (tmp_path / "b.parquet").write_bytes(b"PAR1 not Parquet at all PAR1")
+    else:
+        data = (tmp_path / "a.parquet").read_bytes()
+        (tmp_path / "b.parquet").write_bytes(data[:300] + bytes(200) + b"PAR1")
     done = run_job(
         "--input", str(tmp_path / "*.parquet"), "--output", str(tmp_path / "out" / "scored"),
         "--output_format", output_format, "--model", str(longclip_checkpoint),
@@ -281,6 +287,7 @@ def test_a_file_that_is_not_parquet_stops_the_job_before_it_starts_whatever_the_
     assert done.returncode == 2, done.stderr[-3000:]
     (line,) = [line for line in done.stderr.splitlines() if "error:" in line]
     assert "--input:" in line and "b.parquet" in line and "not a readable Parquet file" in line, line
+    assert line.endswith("replace or remove it"), done.stderr[-3000:]
     assert not (tmp_path / "out").exists()
 
 
