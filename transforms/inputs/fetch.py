@@ -71,7 +71,11 @@ def _read_local(path: str, as_given: str, max_bytes: int, *, follow_links: bool)
         raise InputError(reasons.IMAGE_NOT_FOUND, f"{as_given} does not exist (a folder in it is a file)") from None
     except OSError as exc:
         raise InputError(reasons.IMAGE_UNREADABLE, f"cannot open {as_given}: {_os_reason(exc)}") from None
-    mode = os.fstat(fd).st_mode
+    status = os.fstat(fd)
+    mode = status.st_mode
+    if stat.S_ISREG(mode) and status.st_size > max_bytes:  # refused without reading max_bytes of it first
+        os.close(fd)
+        raise InputError(reasons.IMAGE_TOO_LARGE, f"{as_given} is over the {max_bytes}-byte limit")
     if not stat.S_ISREG(mode):
         os.close(fd)
         if stat.S_ISDIR(mode):

@@ -11,15 +11,17 @@ torchvision's ToTensor+Normalize and moves 4x fewer bytes. Reading the bytes is 
 from __future__ import annotations
 
 import io
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from transforms import reasons
 from transforms.reasons import InputError
 from transforms.settings import ImageSettings
+
+if TYPE_CHECKING:  # torch is imported where pixels become a tensor: the report decodes images without it
+    import torch
 
 _DEFAULTS = ImageSettings()
 
@@ -107,4 +109,6 @@ class ImagePreprocessor:
         left = int(round((size[0] - self.resolution) / 2.0))
         top = int(round((size[1] - self.resolution) / 2.0))
         image = image.crop((left, top, left + self.resolution, top + self.resolution))
+        import torch
+
         return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)

@@ -162,3 +162,24 @@ def test_refused_connections_are_retried_then_unavailable():
     failure = _failure(f"http://127.0.0.1:{free_port()}/a.png", timeout_secs=30)
     assert failure.reason == reasons.IMAGE_UNAVAILABLE
     assert f"connection refused ({retries.MAX_ATTEMPTS} attempts in " in failure.message
+
+
+def test_a_local_file_over_the_limit_is_refused_without_reading_it(tmp_path):
+    """Its size was learnt by reading max_bytes + 1 of it: 64 MiB a file, per thread, to refuse it (the report's
+    thumbnails of 24 large files peaked at +420 MB)."""
+    import tracemalloc
+
+    from transforms import InputError
+
+    path = tmp_path / "big.png"
+    path.write_bytes(os.urandom(3 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError) as refused:
+            read_image_bytes(str(path), max_bytes=2 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert refused.value.reason == reasons.IMAGE_TOO_LARGE and f"over the {2 << 20}-byte limit" in str(refused.value)
+    assert peak < 256 << 10, peak
+    assert read_image_bytes(str(path), max_bytes=3 << 20) == path.read_bytes()  # at the limit: read
