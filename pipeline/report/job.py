@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from typing import Optional, Sequence
 
 import apache_beam as beam
@@ -42,7 +43,8 @@ def parse(argv: Optional[Sequence[str]]) -> tuple[ReportSettings, PipelineOption
     parts = [part for part in parts if not part.path.endswith(runs.store.RECORD_SUFFIX)]  # run records: no rows
     if not parts:
         raise UsageError(f"--input: no file matches {settings.report.input} outside the --output folder")
-    return settings, options, parts
+    given = [arg[2:].partition("=")[0] for arg in (sys.argv[1:] if argv is None else argv) if arg.startswith("--")]
+    return runs.settings_from_records(settings, given, runs.records_of(part.path for part in parts)), options, parts
 
 
 def check_output(folder: str) -> None:

@@ -4,11 +4,13 @@ a warning there and in the log: their scores are not comparable."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import json
 import logging
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from pipeline.runs import compare, store
+from pipeline.runs import compare, record, store
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -24,6 +26,51 @@ def of_files(paths: Iterable[str]) -> dict[str, Any]:
     for difference in differences:
         _LOGGER.warning("The rows come from runs that score differently: %s", compare.describe(difference, None))
     return {"records": records, "differences": differences, "without_record": without}
+
+
+# The flags a report can take from the run records of its input when they are not given: where the job found
+# the images and captions, and what it named the score.
+FROM_RECORDS = {"image_key": "RecordFields", "text_key": "RecordFields", "output_key": "RecordFields",
+                "image_root": "ImageSettings"}  # fmt: skip
+
+
+def records_of(paths: Iterable[str]) -> dict[str, Any]:
+    """The run records of the input files, by prefix; none when they cannot be read (`of_files` says why)."""
+    try:
+        return store.records_for(paths)[0]
+    except (OSError, ValueError):
+        return {}
+
+
+def settings_from_records(settings: Any, given: Sequence[str], records: Mapping[str, Mapping[str, Any]]) -> Any:
+    """`settings` (the report's) with each of FROM_RECORDS that `given` (the flags on the command line) lacks
+    set as the input's runs all had it: a Parquet job's `--image_key image` need not be said again for its
+    thumbnails. A value the records hide (a signed URL's token) is not taken."""
+    taken: dict[str, Any] = {}
+    for name, group in FROM_RECORDS.items():
+        values = {json.dumps((run.get("settings") or {}).get(group, {}).get(name)) for run in records.values()}
+        if name in given or len(values) != 1:
+            continue
+        value = json.loads(values.pop())
+        if value is None or (isinstance(value, str) and record.HIDDEN in value):
+            continue
+        taken[name] = value
+    fields = {name: value for name, value in taken.items() if FROM_RECORDS[name] == "RecordFields"}
+    images = {name: value for name, value in taken.items() if FROM_RECORDS[name] == "ImageSettings"}
+    changed = {
+        name: value
+        for name, value in taken.items()
+        if value != getattr(settings.fields if name in fields else settings.images, name)
+    }
+    if changed:
+        _LOGGER.info(
+            "From the input's run record: %s", " ".join(f"--{name} {value}" for name, value in changed.items())
+        )
+    return dataclasses.replace(
+        settings,
+        fields=dataclasses.replace(settings.fields, **fields),
+        images=dataclasses.replace(settings.images, **images),
+    )
 
 
 def section(runs: Optional[dict]) -> str:

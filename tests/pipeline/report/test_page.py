@@ -104,7 +104,9 @@ def test_a_webdataset_jobs_report_shows_the_images_from_its_shards(tmp_path, lon
 def test_an_inline_bytes_parquet_jobs_report_shows_the_images_from_its_input(
     tmp_path, longclip_checkpoint, good_images
 ):
-    """The output holds no image bytes; its rows name input file and row (`__url__`, `__row__`)."""
+    """The output holds no image bytes; its rows name input file and row (`__url__`, `__row__`). The report
+    takes the job's `--image_key` from its run record (the thumbnails said "no column 'image_path'" without
+    the flag)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -126,7 +128,7 @@ def test_an_inline_bytes_parquet_jobs_report_shows_the_images_from_its_input(
     written = b"".join(path.read_bytes() for path in (tmp_path / "out").glob("scored-*.parquet"))
     assert good_images["rgb.png"].read_bytes()[50:120] not in written, "no image bytes in the job's output"
     argv = ["--input", str(tmp_path / "out" / "scored-*.parquet"), "--output", str(tmp_path / "report")]
-    summary = run([*argv, "--image_key", "image", "--rows_shown", "4"])
+    summary = run([*argv, "--rows_shown", "4"])  # --image_key image comes from the job's run record
     assert summary["scored"] == len(names)
     checks = _thumbnails_shown(tmp_path / "report", tmp_path, "parquet-report.png")
     assert checks["rows"] == 8 and checks["placeholders"] == []

@@ -49,3 +49,24 @@ def test_runs_that_differ_only_in_batching_and_destinations_are_not_flagged(tmp_
     page = (tmp_path / "report" / "report.html").read_text()
     assert 'id="runs"' in page and 'id="runs-differ"' not in page
     assert "sha256 " + summary["runs"][str(tmp_path / "a" / "scored")]["checkpoint"]["sha256"][:12] in page
+
+
+def test_flags_not_given_come_from_the_run_records_when_they_agree():
+    from pipeline.report.options import check_flags
+    from pipeline.report.runs import settings_from_records
+
+    def run_with(image_key, image_root):
+        return {"settings": {"RecordFields": {"image_key": image_key}, "ImageSettings": {"image_root": image_root}}}
+
+    settings, _, _ = check_flags(["--input", "x", "--output", "y", "--text_key", "caption"])
+    one = {"a": run_with("image", "gs://bucket/images"), "b": run_with("image", "gs://bucket/images")}
+    taken = settings_from_records(settings, ["input", "output", "text_key"], one)
+    assert (taken.fields.image_key, taken.images.image_root, taken.fields.text_key) == (
+        "image", "gs://bucket/images", "caption"
+    )  # fmt: skip
+    given = settings_from_records(settings, ["image_key"], one)
+    assert given.fields.image_key == "image_path"  # a flag on the command line wins
+    differ = settings_from_records(settings, [], {"a": run_with("image", None), "b": run_with("jpg", None)})
+    assert (differ.fields.image_key, differ.images.image_root) == ("image_path", None)  # the runs disagree
+    hidden = settings_from_records(settings, [], {"a": run_with("image", "https://***@host/images?sig=***")})
+    assert hidden.images.image_root is None  # a redacted root would not work
