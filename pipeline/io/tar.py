@@ -25,6 +25,8 @@ import re
 import struct
 from typing import BinaryIO, Iterator, NamedTuple, Optional, Union
 
+from pipeline.io import compression
+
 BLOCK = 512
 RECORD = 20 * BLOCK  # tar writers (GNU tar, bsdtar, Python's tarfile) pad an archive to a multiple of this
 MAX_METADATA_BYTES = 64 << 10  # a GNU long name or a PAX header's records
@@ -40,7 +42,6 @@ _ZEROS = bytes(BLOCK)
 _SCAN_BYTES = 128 * BLOCK
 _PAX_LENGTH = re.compile(rb"([0-9]{1,10}) ")
 _DECIMAL = re.compile(r"[0-9]{1,20}")
-_COMPRESSIONS = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 class Entry(NamedTuple):
@@ -344,7 +345,6 @@ def _padded(size: int) -> int:
 
 def _compression(block: bytes) -> Optional[str]:
     """What is wrong with a shard that starts with `block`, if it is a compressed file (not a tar header)."""
-    name = next((name for magic, name in _COMPRESSIONS.items() if block.startswith(magic)), None)
-    if name is None or _checksum_holds(block):
+    if _checksum_holds(block) or (name := compression.compressed_format(block)) is None:
         return None
     return f"the shard is {name}-compressed, not a tar: decompress it to a .tar to read it (compressed shards are not)"

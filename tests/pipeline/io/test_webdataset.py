@@ -418,6 +418,16 @@ def test_a_compressed_shard_named_tar_says_it_is_compressed(compression):
     assert samples == [] and entry.reason == "tar_compressed" and compression in entry.error
 
 
+@pytest.mark.parametrize("magic", [b"BZh", b"\x1f\x8b", b"\xfd7zXZ\x00"])
+def test_a_tar_whose_first_bytes_look_like_a_compression_magic_is_still_read(magic):
+    """The fuzzer's find: `BZh` inserted before the first header made the shard "bzip2-compressed", and its
+    samples were lost without a trace; a magic number alone is not a compressed stream."""
+    members = _samples(3)
+    samples, unreadable = _read_bytes(magic + shard_bytes(members)[0])
+    assert all(entry.reason != "tar_compressed" for entry in unreadable), unreadable
+    _accounts_for(samples, unreadable, members)
+
+
 def test_members_without_a_key_are_listed_in_the_dead_letter():
     """`.jpg` and `dir/.txt` have no key (nothing before the first dot): they were dropped without a trace."""
     members = _samples(2)
