@@ -139,8 +139,8 @@ def hints(counts: Mapping[str, int], fields: RecordFields, images: ImageSettings
     damaged = sum(value for name, value in counts.items() if name.startswith("dead_lettered_tar_")) - compressed
     add(
         damaged,
-        f"{damaged} parts of WebDataset shards could not be read (damaged or cut short): the dead letter names "
-        "each shard, its byte range and the samples lost",
+        f"{damaged} parts or members of WebDataset shards could not be read (damaged, cut short, sparse or "
+        "without a key): the dead letter names each shard, its byte range and the samples lost",
     )
     count = counts.get("dead_lettered", 0) - compressed - damaged
     add(

@@ -135,7 +135,12 @@ class LocalStreamingResult(PipelineResult):
             self._result.wait_until_finish()  # signal handlers belong to the main thread
             return
 
+        ended = threading.Event()  # set once the job is over: a late signal (the timer's) is then ignored
+        lock = threading.Lock()  # the timer's signal is sent before the end is set, or not at all
+
         def on_signal(number: int, frame) -> None:
+            if ended.is_set():
+                return
             if self.draining:
                 raise KeyboardInterrupt
             _LOGGER.info(
@@ -148,8 +153,11 @@ class LocalStreamingResult(PipelineResult):
             timer.start()
 
         def drain_too_long() -> None:
-            _LOGGER.warning("The job did not end within %.0f s of the stop", self._drain_seconds)
-            os.kill(os.getpid(), signal.SIGINT)  # handled in the main thread, as a second Ctrl-C
+            with lock:
+                if ended.is_set():
+                    return
+                _LOGGER.warning("The job did not end within %.0f s of the stop", self._drain_seconds)
+                os.kill(os.getpid(), signal.SIGINT)  # handled in the main thread, as a second Ctrl-C
 
         timer = threading.Timer(self._drain_seconds, drain_too_long)
         timer.daemon = True
@@ -157,6 +165,8 @@ class LocalStreamingResult(PipelineResult):
         try:
             self._result.wait_until_finish()
         finally:
+            with lock:
+                ended.set()
             timer.cancel()
             for number, handler in previous.items():
                 signal.signal(number, handler)

@@ -11,6 +11,7 @@ import logging
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from pipeline.runs import compare, record, store
+from transforms.settings import InvalidSetting
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def settings_from_records(settings: Any, given: Sequence[str], records: Mapping[
     thumbnails. A value the records hide (a signed URL's token) is not taken."""
     taken: dict[str, Any] = {}
     for name, group in FROM_RECORDS.items():
-        values = {json.dumps((run.get("settings") or {}).get(group, {}).get(name)) for run in records.values()}
+        values = {json.dumps(_setting(run, group, name)) for run in records.values()}
         if name in given or len(values) != 1:
             continue
         value = json.loads(values.pop())
@@ -66,11 +67,21 @@ def settings_from_records(settings: Any, given: Sequence[str], records: Mapping[
         _LOGGER.info(
             "From the input's run record: %s", " ".join(f"--{name} {value}" for name, value in changed.items())
         )
-    return dataclasses.replace(
-        settings,
-        fields=dataclasses.replace(settings.fields, **fields),
-        images=dataclasses.replace(settings.images, **images),
-    )
+    try:
+        return dataclasses.replace(
+            settings,
+            fields=dataclasses.replace(settings.fields, **fields),
+            images=dataclasses.replace(settings.images, **images),
+        )
+    except InvalidSetting as exc:  # a record edited by hand, or from another version
+        _LOGGER.warning("Not taken from the input's run record: --%s: %s", exc.name, exc.message)
+        return settings
+
+
+def _setting(run: Mapping[str, Any], group: str, name: str) -> Any:
+    settings = run.get("settings")
+    values = settings.get(group) if isinstance(settings, Mapping) else None
+    return values.get(name) if isinstance(values, Mapping) else None
 
 
 def section(runs: Optional[dict]) -> str:

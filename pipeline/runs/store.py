@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any, Iterable, Mapping, Optional
 
@@ -101,8 +102,8 @@ def ensure_runs_table(output_table: str, project: Optional[str]) -> str:
 
 
 def write_bigquery(output_table: str, record: Mapping[str, Any], *, finished: bool) -> None:
-    """The record as the table's description; once `finished`, also a row of `<table>_runs`. Gives up (raises)
-    after BIGQUERY_SECONDS."""
+    """The record as the table's description; once `finished`, also a row of `<table>_runs`. The clients' retries
+    stop at BIGQUERY_SECONDS; `write_all` also stops waiting then (an attempt under way could go on)."""
     from google.cloud.bigquery.retry import DEFAULT_RETRY
 
     deadline = time.monotonic() + BIGQUERY_SECONDS
@@ -148,8 +149,29 @@ def write_all(destinations: Any, record: Mapping[str, Any], *, finished: bool) -
             _LOGGER.warning("Could not write the run record %s: %s", record_file(prefix), exc)
     if destinations.output_table:
         try:
-            write_bigquery(destinations.output_table, record, finished=finished)
+            _within(BIGQUERY_SECONDS, lambda: write_bigquery(destinations.output_table, record, finished=finished))
         except Exception as exc:  # noqa: BLE001
             _LOGGER.warning("Could not write the run record of BigQuery table %s: %s", destinations.output_table, exc)
     if not finished and prefixes:  # said as the job starts, so that the last line is what became of the records
         _LOGGER.info("Run record: %s (finished when the job ends)", ", ".join(record_file(p) for p in prefixes))
+
+
+def _within(seconds: float, write: Any) -> None:
+    """`write()` on a thread of its own, waited for `seconds` at most: a server that answers byte by byte is not
+    bounded by the clients' timeouts, which apply to each read."""
+    outcome: dict = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            write()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="run-record-bigquery", daemon=True).start()
+    if not done.wait(seconds):
+        raise TimeoutError(f"BigQuery did not take it within {seconds:.0f} s")
+    if "error" in outcome:
+        raise outcome["error"]

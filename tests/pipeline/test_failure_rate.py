@@ -63,8 +63,8 @@ def test_shards_that_are_compressed_or_damaged_get_hints_of_their_own(tmp_path, 
     assert found == [
         "1 shards named .tar are compressed (the dead letter says how): decompress them (gunzip, zstd -d, ...) into "
         ".tar files and score those",
-        "1 parts of WebDataset shards could not be read (damaged or cut short): the dead letter names each shard, "
-        "its byte range and the samples lost",
+        "1 parts or members of WebDataset shards could not be read (damaged, cut short, sparse or without a key): "
+        "the dead letter names each shard, its byte range and the samples lost",
     ], done.stderr[-3000:]
 
 

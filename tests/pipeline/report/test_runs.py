@@ -70,3 +70,6 @@ def test_flags_not_given_come_from_the_run_records_when_they_agree():
     assert (differ.fields.image_key, differ.images.image_root) == ("image_path", None)  # the runs disagree
     hidden = settings_from_records(settings, [], {"a": run_with("image", "https://***@host/images?sig=***")})
     assert hidden.images.image_root is None  # a redacted root would not work
+    broken = settings_from_records(settings, [], {"a": {"settings": None}, "b": {"settings": {"RecordFields": 3}}})
+    assert broken == settings  # a record edited by hand, or of another version: nothing taken, no crash
+    assert settings_from_records(settings, [], {"a": run_with("", None)}) == settings  # not a valid key

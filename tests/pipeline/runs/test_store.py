@@ -115,7 +115,7 @@ def test_a_bigquery_output_has_the_record_in_its_description_and_runs_table(two_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("server", ["answers 500", "never answers"])
+@pytest.mark.parametrize("server", ["answers 500", "never answers", "answers byte by byte"])
 def test_a_bigquery_that_does_not_take_the_record_holds_the_end_no_longer_than_its_deadline(
     server, tmp_path, image_server, silent_server, restore_environ, caplog
 ):
@@ -123,7 +123,11 @@ def test_a_bigquery_that_does_not_take_the_record_holds_the_end_no_longer_than_i
     streaming job's exit in the docs recipe): the record is given up after BIGQUERY_SECONDS, with a warning."""
     from pipeline.plan import Destinations
 
-    endpoint = f"{image_server.url}/status/500" if server == "answers 500" else silent_server.url
+    endpoint = {
+        "answers 500": f"{image_server.url}/status/500",
+        "never answers": silent_server.url,
+        "answers byte by byte": f"{image_server.url}/stall-headers",  # each read within the clients' timeout
+    }[server]
     os.environ[bq_sink.EMULATOR_HOST_VARIABLE] = endpoint
     destinations = Destinations(
         output=str(tmp_path / "scored"), output_format="jsonl", output_table=f"{GCP_PROJECT}:curation.scores",
