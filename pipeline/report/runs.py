@@ -10,7 +10,8 @@ import json
 import logging
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from pipeline.runs import compare, record, store
+from pipeline.runs import compare, store
+from transforms.inputs.locations import HIDDEN
 from transforms.settings import InvalidSetting
 
 _LOGGER = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def settings_from_records(settings: Any, given: Sequence[str], records: Mapping[
         if name in given or len(values) != 1:
             continue
         value = json.loads(values.pop())
-        if value is None or (isinstance(value, str) and record.HIDDEN in value):
+        if value is None or (isinstance(value, str) and HIDDEN in value):
             continue
         taken[name] = value
     fields = {name: value for name, value in taken.items() if FROM_RECORDS[name] == "RecordFields"}

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Optional, Sequence
 
 from pipeline.runs import checkpoint
-from transforms.inputs.locations import has_scheme, redact
+from transforms.inputs.locations import HIDDEN, has_scheme, redact
 
 FORMAT_VERSION = 1
 COMMAND = "python -m pipeline"
@@ -23,7 +23,6 @@ COMMAND = "python -m pipeline"
 PACKAGES = ("longclip-beam", "torch", "open_clip_torch", "apache-beam", "Pillow")
 # A flag whose name says it holds a secret has its value shown as ***.
 SECRET_FLAG = re.compile(r"secret|token|password|passwd|credential|api_?key|auth|signature", re.IGNORECASE)
-HIDDEN = "***"
 
 RUNNING, DONE, FAILED, NOTHING_WORKED, CANCELLED = "running", "done", "failed", "nothing_worked", "cancelled"
 

@@ -93,6 +93,9 @@ def local_path(location: str) -> Optional[str]:
     return unquote(parts.path)
 
 
+HIDDEN = "***"  # what a secret reads as once redacted, here and in run records
+
+
 def redact(location: str) -> str:
     """`location` for messages: URL user info and query values (signed-URL tokens) become `***`."""
     if not has_scheme(location):
@@ -103,9 +106,10 @@ def redact(location: str) -> str:
         return f"{scheme_of(location)}://(malformed URI)"
     netloc = parts.netloc
     if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
+        netloc = f"{HIDDEN}@" + netloc.rpartition("@")[2]
     query = "&".join(
-        f"{name}=***" if sep else "***" for name, sep, _ in (pair.partition("=") for pair in parts.query.split("&"))
+        f"{name}={HIDDEN}" if sep else HIDDEN
+        for name, sep, _ in (pair.partition("=") for pair in parts.query.split("&"))
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query if parts.query else "", ""))
 
