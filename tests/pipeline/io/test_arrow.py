@@ -26,6 +26,7 @@ def _same(original: pa.Array, back: pa.Array) -> bool:
     return back.equals(original) or to_json(column_values(back)) == to_json(column_values(original))
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(st.data())
 def test_every_arrow_value_reads_as_a_record_value_that_writes_back_the_same(data):

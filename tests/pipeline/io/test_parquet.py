@@ -267,6 +267,7 @@ def test_parquet_values_python_cannot_hold_are_carried_as_they_are(
         assert out.column(column.name).combine_chunks().equals(table.column(column.name).combine_chunks()), column.name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["not parquet", "footer zeroed"])
 @pytest.mark.parametrize("output_format", ["jsonl", "parquet"])
 def test_a_file_that_is_not_parquet_stops_the_job_before_it_starts_whatever_the_output(

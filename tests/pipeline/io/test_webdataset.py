@@ -491,6 +491,7 @@ def _img2dataset_folder(root, image_paths):
     return images, written
 
 
+@pytest.mark.slow
 def test_img2dataset_shards_to_parquet_with_embeddings(tmp_path, longclip_checkpoint, longclip_state_dict, good_images):
     root = tmp_path / "shards"
     chosen = {name: good_images[name] for name in ("rgb.png", "grey.png", "cmyk.jpg", "rgb.jpg")}
